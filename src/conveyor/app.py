@@ -1,0 +1,257 @@
+"""The application object: settings, the task registry and the store.
+
+Creating a :class:`Conveyor` does no I/O; the store is opened on first use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import threading
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from typing import Any, ParamSpec, TypeVar, overload
+
+from conveyor.backends import backend_from_url
+from conveyor.backends.base import Backend, EnqueueResult
+from conveyor.errors import ConfigurationError, UnknownTaskError, ValidationError
+from conveyor.job import Job, JobHandle
+from conveyor.settings import Settings
+from conveyor.task import Mode, Task, TaskOptions, make_job_options
+
+P = ParamSpec("P")
+R = TypeVar("R")
+T = TypeVar("T")
+
+
+class Conveyor:
+    """A task queue application.
+
+    Args:
+        url: the store (``memory://``, ``sqlite:///path.db``, ``redis://host:port/db``);
+            defaults to ``CONVEYOR_URL``, then ``sqlite:///./conveyor.db``.
+        settings: all other settings; read from ``CONVEYOR_*`` variables when omitted.
+
+    Example::
+
+        app = Conveyor()
+
+        @app.task(retries=5, timeout=30)
+        async def fetch(url: str) -> int: ...
+
+        job = await fetch.enqueue("https://example.com")
+        print(await job.result(timeout=10))
+    """
+
+    def __init__(self, url: str | None = None, *, settings: Settings | None = None) -> None:
+        base = settings if settings is not None else Settings.from_env()
+        self.settings = base.replace(url=url) if url else base
+        self.tasks: dict[str, Task[Any, Any]] = {}
+        #: ``module:attribute`` or ``path.py:attribute`` this app was loaded from, so that
+        #: process-mode children can load the same app.
+        self.spec: str | None = None
+        self._backends: dict[int, Backend] = {}
+        self._shared: Backend | None = None
+        self._open_lock = threading.Lock()
+        self._portal: tuple[asyncio.AbstractEventLoop, threading.Thread] | None = None
+
+    def __repr__(self) -> str:
+        return f"<Conveyor url={self.url!r} tasks={len(self.tasks)}>"
+
+    @property
+    def url(self) -> str:
+        """The store URL."""
+        return self.settings.url
+
+    # -- tasks -----------------------------------------------------------------------
+    @overload
+    def task(self, fn: Callable[P, Awaitable[R]], /) -> Task[P, R]: ...
+    @overload
+    def task(self, fn: Callable[P, R], /) -> Task[P, R]: ...
+    @overload
+    def task(
+        self,
+        fn: None = None,
+        /,
+        *,
+        name: str | None = None,
+        queue: str = "default",
+        retries: int = 3,
+        timeout: float | None = None,
+        mode: Mode | None = None,
+        priority: int = 0,
+        backoff: float = 1.0,
+        backoff_max: float = 300.0,
+        non_retryable: Sequence[type[BaseException]] = (),
+    ) -> Callable[[Callable[P, R]], Task[P, Any]]: ...
+
+    def task(
+        self,
+        fn: Callable[..., Any] | None = None,
+        /,
+        *,
+        name: str | None = None,
+        queue: str = "default",
+        retries: int = 3,
+        timeout: float | None = None,
+        mode: Mode | None = None,
+        priority: int = 0,
+        backoff: float = 1.0,
+        backoff_max: float = 300.0,
+        non_retryable: Sequence[type[BaseException]] = (),
+    ) -> Any:
+        """Register a function as a task (``@app.task`` or ``@app.task(...)``).
+
+        Args:
+            name: the task's type name; defaults to the function's ``__name__``.
+            queue: the queue its jobs go to.
+            retries: retries after the first failed attempt.
+            timeout: seconds an attempt may run.
+            mode: ``async`` (on the event loop), ``thread`` (a thread pool) or
+                ``process`` (a child process). Defaults to ``async`` for coroutine
+                functions and ``thread`` for plain functions.
+            priority: default priority; higher runs first within a queue.
+            backoff: first retry delay in seconds (doubles per attempt, full jitter).
+            backoff_max: the cap on one retry delay.
+            non_retryable: exception classes that fail the job without retrying.
+        """
+
+        def register(func: Callable[..., Any]) -> Task[Any, Any]:
+            is_async = inspect.iscoroutinefunction(func)
+            chosen: Mode = mode or ("async" if is_async else "thread")
+            if chosen == "async" and not is_async:
+                raise ValidationError(
+                    f"task {func.__name__!r} is a plain function; use mode='thread' or "
+                    "mode='process', or make it `async def`"
+                )
+            if chosen == "thread" and is_async:
+                raise ValidationError(
+                    f"task {func.__name__!r} is `async def`; it runs on the event loop, "
+                    "mode='thread' is for blocking functions"
+                )
+            options = TaskOptions(
+                name=name or func.__name__,
+                queue=queue,
+                retries=retries,
+                timeout=timeout,
+                mode=chosen,
+                priority=priority,
+                backoff=backoff,
+                backoff_max=backoff_max,
+                non_retryable=tuple(non_retryable),
+            )
+            if options.name in self.tasks:
+                raise ConfigurationError(f"a task named {options.name!r} is already registered")
+            task: Task[Any, Any] = Task(self, func, options)
+            self.tasks[options.name] = task
+            return task
+
+        if fn is not None:
+            return register(fn)
+        return register
+
+    def get_task(self, name: str) -> Task[Any, Any]:
+        """Return the task registered under ``name``.
+
+        Raises:
+            UnknownTaskError: there is none.
+        """
+        try:
+            return self.tasks[name]
+        except KeyError:
+            raise UnknownTaskError(
+                f"unknown task type {name!r}", {"type": name, "known": sorted(self.tasks)}
+            ) from None
+
+    # -- the store -------------------------------------------------------------------
+    async def backend(self) -> Backend:
+        """Return this event loop's opened store connection, opening it on first use.
+
+        Each event loop gets its own connection (drivers bind to a loop); the in-memory
+        store is one object shared by all.
+        """
+        loop_id = id(asyncio.get_running_loop())
+        backend = self._backends.get(loop_id)
+        if backend is not None:
+            return backend
+        with self._open_lock:
+            if self.url.startswith("memory:"):
+                if self._shared is None:
+                    self._shared = backend_from_url(self.url)
+                backend = self._shared
+            else:
+                backend = backend_from_url(self.url)
+        await backend.open()
+        self._backends[loop_id] = backend
+        return backend
+
+    async def enqueue_jobs(self, jobs: Sequence[Job]) -> list[EnqueueResult]:
+        """Store ready-built jobs in one round trip (see :meth:`Task.build_job`)."""
+        if not jobs:
+            return []
+        backend = await self.backend()
+        return await backend.enqueue(jobs, idempotency_ttl=self.settings.idempotency_ttl_seconds)
+
+    async def submit(
+        self,
+        type: str,
+        args: Sequence[Any] = (),
+        kwargs: dict[str, Any] | None = None,
+        **options: Any,
+    ) -> EnqueueResult:
+        """Enqueue a job by task name, as the HTTP API and the CLI do.
+
+        ``options`` are those of :meth:`Task.options`.
+
+        Raises:
+            UnknownTaskError, InvalidArgumentsError, SerializationError, ValidationError
+        """
+        import time
+
+        task = self.get_task(type)
+        opts = make_job_options(**options)
+        job = task.build_job(args, kwargs or {}, opts, time.time())
+        (result,) = await self.enqueue_jobs([job])
+        return result
+
+    def job(self, job_id: str) -> JobHandle[Any]:
+        """A handle on an existing job."""
+        return JobHandle(self, job_id)
+
+    # -- sync bridge -----------------------------------------------------------------
+    def run_sync(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run a coroutine on this app's background loop from synchronous code."""
+        with self._open_lock:
+            if self._portal is None:
+                loop = asyncio.new_event_loop()
+                thread = threading.Thread(
+                    target=loop.run_forever, name="conveyor-sync", daemon=True
+                )
+                thread.start()
+                self._portal = (loop, thread)
+            loop = self._portal[0]
+        return asyncio.run_coroutine_threadsafe(coro, loop).result()
+
+    async def aclose(self) -> None:
+        """Close store connections opened by this app."""
+        backends, self._backends = self._backends, {}
+        current = id(asyncio.get_running_loop())
+        portal = self._portal
+        for loop_id, backend in backends.items():
+            if portal is not None and loop_id == id(portal[0]):
+                asyncio.run_coroutine_threadsafe(backend.aclose(), portal[0]).result()
+            elif loop_id == current or backend is self._shared:
+                await backend.aclose()
+            else:
+                await backend.aclose()
+        if portal is not None:
+            portal[0].call_soon_threadsafe(portal[0].stop)
+            portal[1].join(timeout=5)
+            portal[0].close()
+            self._portal = None
+
+    async def __aenter__(self) -> Conveyor:
+        await self.backend()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()

@@ -1,0 +1,43 @@
+"""Stores, chosen by URL scheme. Drivers are imported only when their scheme is used."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from conveyor.backends.base import Backend
+from conveyor.errors import ConfigurationError
+
+__all__ = ["Backend", "backend_from_url"]
+
+
+def backend_from_url(url: str) -> Backend:
+    """Build (but do not open) the backend a URL names.
+
+    ``memory://``, ``sqlite:///relative.db``, ``sqlite:////absolute.db``,
+    ``redis://host:port/db``.
+
+    Raises:
+        ConfigurationError: unknown scheme, malformed URL, or missing optional driver.
+    """
+    scheme = urlsplit(url).scheme.lower()
+    if scheme == "memory":
+        from conveyor.backends.memory import InMemoryBackend
+
+        return InMemoryBackend(url)
+    if scheme == "sqlite":
+        from conveyor.backends.sqlite import SQLiteBackend
+
+        return SQLiteBackend(url)
+    if scheme in {"redis", "rediss", "unix"}:
+        try:
+            from conveyor.backends.redis import RedisBackend  # type: ignore[attr-defined]
+        except ImportError as exc:
+            raise ConfigurationError(
+                f"the redis backend is not available ({exc}); install it with: "
+                "pip install 'conveyor[redis]'"
+            ) from None
+        backend: Backend = RedisBackend(url)
+        return backend
+    raise ConfigurationError(
+        f"unsupported store URL {url!r}: use memory://, sqlite:///path.db or redis://host:port/db"
+    )

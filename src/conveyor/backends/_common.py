@@ -1,0 +1,69 @@
+"""Pieces every backend shares: event payloads and outcome bookkeeping."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from conveyor.backends.base import Outcome, OutcomeKind
+from conveyor.job import Job, JobStatus, task_error
+
+#: How many events a store's feed keeps at least, so SSE clients can resume.
+EVENT_RETENTION = 100_000
+
+STATUS_OF_OUTCOME = {
+    OutcomeKind.COMPLETED: JobStatus.COMPLETED,
+    OutcomeKind.FAILED: JobStatus.FAILED,
+    OutcomeKind.RETRY: JobStatus.PENDING,
+    OutcomeKind.RELEASED: JobStatus.PENDING,
+}
+
+EVENT_OF_OUTCOME = {
+    OutcomeKind.COMPLETED: "job_completed",
+    OutcomeKind.FAILED: "job_failed",
+    OutcomeKind.RETRY: "job_retrying",
+    OutcomeKind.RELEASED: "job_released",
+}
+
+
+def outcome_event_data(outcome: Outcome, job: Job) -> dict[str, Any]:
+    """The payload of the event an outcome publishes."""
+    data: dict[str, Any] = {"attempt": outcome.attempt, "queue": job.queue, "taskType": job.type}
+    if outcome.kind is OutcomeKind.COMPLETED:
+        data["result"] = outcome.result
+    elif outcome.kind is OutcomeKind.FAILED:
+        data["error"] = outcome.error
+    elif outcome.kind is OutcomeKind.RETRY:
+        data["error"] = outcome.error
+        data["runAt"] = outcome.retry_at
+    return data
+
+
+def apply_outcome(job: Job, outcome: Outcome, now: float) -> None:
+    """Move ``job`` (already checked against the fence) to the state ``outcome`` reports."""
+    job.lease_owner = None
+    job.lease_expires_at = None
+    kind = outcome.kind
+    job.status = STATUS_OF_OUTCOME[kind]
+    if kind is OutcomeKind.COMPLETED:
+        job.result = outcome.result
+        job.error = None
+        job.progress = 100
+        job.completed_at = now
+    elif kind is OutcomeKind.FAILED:
+        job.error = outcome.error
+        job.completed_at = now
+    elif kind is OutcomeKind.RETRY:
+        job.error = outcome.error
+        job.run_at = outcome.retry_at if outcome.retry_at is not None else now
+    else:  # released on shutdown: this attempt does not count against the budget
+        job.attempts = max(0, job.attempts - 1)
+        job.run_at = now
+
+
+def lease_expired_error(attempts: int) -> dict[str, Any]:
+    """The error of a job whose worker died more often than its retries allow."""
+    return task_error(
+        f"worker lost the job {attempts} times (crashed or killed); giving up",
+        reason="lease_expired",
+        retryable=False,
+    )

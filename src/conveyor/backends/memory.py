@@ -1,0 +1,356 @@
+"""An in-process store for tests and notebooks (``memory://``).
+
+Thread-safe: a worker's heartbeat thread may call into it while the event loop runs.
+Nothing survives the process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import threading
+import time
+from collections import deque
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from conveyor.backends._common import (
+    EVENT_OF_OUTCOME,
+    EVENT_RETENTION,
+    apply_outcome,
+    lease_expired_error,
+    outcome_event_data,
+)
+from conveyor.backends.base import (
+    EnqueueResult,
+    Event,
+    JobFilter,
+    JobPage,
+    Outcome,
+    QueueStats,
+)
+from conveyor.errors import ConflictError, JobNotFoundError
+from conveyor.job import Job, JobStatus
+
+
+class InMemoryBackend:
+    """A :class:`~conveyor.backends.base.Backend` that keeps everything in dicts and heaps."""
+
+    def __init__(self, url: str = "memory://", *, clock: Any = time.time) -> None:
+        self.url = url
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._jobs: dict[str, Job] = {}
+        # Ready jobs per queue: (-priority, seq, id). Delayed jobs: (run_at, seq, id).
+        self._ready: dict[str, list[tuple[int, int, str]]] = {}
+        self._delayed: dict[str, list[tuple[float, int, str]]] = {}
+        self._entry: dict[str, int] = {}  # job id -> seq of its one live heap entry
+        self._seq = itertools.count()
+        self._running: dict[str, Job] = {}
+        self._idempotency: dict[str, tuple[str, float]] = {}
+        self._events: deque[Event] = deque(maxlen=EVENT_RETENTION)
+        self._event_seq = itertools.count(1)
+        self._waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
+
+    # -- lifecycle -------------------------------------------------------------------
+    async def open(self) -> None:
+        return None
+
+    async def aclose(self) -> None:
+        return None
+
+    async def ping(self) -> None:
+        return None
+
+    async def now(self) -> float:
+        return float(self._clock())
+
+    # -- internals (lock held) -------------------------------------------------------
+    def _emit(self, type_: str, job: Job, now: float, data: dict[str, Any] | None = None) -> None:
+        event_id = f"{next(self._event_seq):020d}"
+        self._events.append(Event(event_id, type_, job.id, now, data or {}))
+
+    def _schedule(self, job: Job, now: float) -> None:
+        seq = next(self._seq)
+        self._entry[job.id] = seq
+        if job.run_at > now:
+            heapq.heappush(self._delayed.setdefault(job.queue, []), (job.run_at, seq, job.id))
+        else:
+            heapq.heappush(self._ready.setdefault(job.queue, []), (-job.priority, seq, job.id))
+
+    def _promote(self, queue: str, now: float) -> None:
+        delayed = self._delayed.get(queue)
+        ready = self._ready.setdefault(queue, [])
+        while delayed and delayed[0][0] <= now:
+            _, seq, job_id = heapq.heappop(delayed)
+            job = self._jobs.get(job_id)
+            if job is not None and self._entry.get(job_id) == seq:
+                heapq.heappush(ready, (-job.priority, seq, job_id))
+
+    def _pop_ready(self, queue: str) -> Job | None:
+        ready = self._ready.get(queue)
+        while ready:
+            _, seq, job_id = heapq.heappop(ready)
+            if self._entry.get(job_id) != seq:
+                continue  # stale entry: the job was cancelled, retried or deleted
+            del self._entry[job_id]
+            job = self._jobs.get(job_id)
+            if job is not None and job.status is JobStatus.PENDING:
+                return job
+        return None
+
+    def _lease(self, job: Job, worker_id: str, now: float, lease_seconds: float) -> Job:
+        job.status = JobStatus.RUNNING
+        job.attempts += 1
+        job.started_at = now
+        job.lease_owner = worker_id
+        job.lease_expires_at = now + lease_seconds
+        self._running[job.id] = job
+        self._emit("job_started", job, now, {"attempt": job.attempts, "workerId": worker_id})
+        return job.copy()
+
+    def _notify(self) -> None:
+        for loop, event in list(self._waiters):
+            try:
+                loop.call_soon_threadsafe(event.set)
+            except RuntimeError:  # that loop has closed
+                self._waiters.discard((loop, event))
+
+    # -- producing -------------------------------------------------------------------
+    async def enqueue(self, jobs: Sequence[Job], *, idempotency_ttl: float) -> list[EnqueueResult]:
+        now = float(self._clock())
+        results: list[EnqueueResult] = []
+        with self._lock:
+            for new in jobs:
+                key = new.idempotency_key
+                if key is not None:
+                    remembered = self._idempotency.get(key)
+                    if remembered is not None and remembered[1] > now:
+                        existing = self._jobs.get(remembered[0])
+                        if existing is not None:
+                            results.append(EnqueueResult(existing.copy(), False))
+                            continue
+                job = new.copy(status=JobStatus.PENDING, attempts=0)
+                job.created_at = job.created_at or now
+                job.run_at = job.run_at or now
+                self._jobs[job.id] = job
+                if key is not None:
+                    self._idempotency[key] = (job.id, now + idempotency_ttl)
+                self._schedule(job, now)
+                self._emit("job_created", job, now, {"queue": job.queue, "taskType": job.type})
+                results.append(EnqueueResult(job.copy(), True))
+            self._notify()
+        return results
+
+    # -- consuming -------------------------------------------------------------------
+    async def fetch(
+        self, queues: Sequence[str], worker_id: str, limit: int, lease_seconds: float
+    ) -> list[Job]:
+        now = float(self._clock())
+        out: list[Job] = []
+        with self._lock:
+            wanted = set(queues)
+            for job in list(self._running.values()):
+                if len(out) >= limit:
+                    break
+                expires = job.lease_expires_at
+                if job.queue not in wanted or expires is None or expires > now:
+                    continue
+                del self._running[job.id]
+                if job.attempts > job.max_retries:
+                    job.status = JobStatus.FAILED
+                    job.error = lease_expired_error(job.attempts)
+                    job.completed_at = now
+                    job.lease_owner = job.lease_expires_at = None
+                    self._emit("job_failed", job, now, {"error": job.error})
+                    continue
+                out.append(self._lease(job, worker_id, now, lease_seconds))
+            for queue in queues:
+                self._promote(queue, now)
+            # Highest priority across the given queues first, then queue order.
+            while len(out) < limit:
+                best: tuple[tuple[int, int], str] | None = None
+                for queue in queues:
+                    ready = self._ready.get(queue)
+                    while ready and self._entry.get(ready[0][2]) != ready[0][1]:
+                        heapq.heappop(ready)
+                    if ready and (best is None or ready[0][:2] < best[0]):
+                        best = (ready[0][:2], queue)
+                if best is None:
+                    break
+                job = self._pop_ready(best[1])
+                if job is not None:
+                    out.append(self._lease(job, worker_id, now, lease_seconds))
+        return out
+
+    async def renew(
+        self, worker_id: str, leases: Mapping[str, int], lease_seconds: float
+    ) -> set[str]:
+        now = float(self._clock())
+        lost: set[str] = set()
+        with self._lock:
+            for job_id, attempt in leases.items():
+                job = self._running.get(job_id)
+                if job is None or job.lease_owner != worker_id or job.attempts != attempt:
+                    lost.add(job_id)
+                    continue
+                job.lease_expires_at = now + lease_seconds
+        return lost
+
+    async def complete(self, outcomes: Sequence[Outcome]) -> list[bool]:
+        now = float(self._clock())
+        accepted: list[bool] = []
+        notify = False
+        with self._lock:
+            for outcome in outcomes:
+                job = self._running.get(outcome.job_id)
+                if (
+                    job is None
+                    or job.lease_owner != outcome.worker_id
+                    or job.attempts != outcome.attempt
+                ):
+                    accepted.append(False)
+                    continue
+                del self._running[job.id]
+                apply_outcome(job, outcome, now)
+                if job.status is JobStatus.PENDING:
+                    self._schedule(job, now)
+                    notify = True
+                self._emit(EVENT_OF_OUTCOME[outcome.kind], job, now, outcome_event_data(outcome, job))
+                accepted.append(True)
+            if notify:
+                self._notify()
+        return accepted
+
+    async def set_progress(self, job_id: str, attempt: int, progress: int) -> bool:
+        now = float(self._clock())
+        with self._lock:
+            job = self._running.get(job_id)
+            if job is None or job.attempts != attempt:
+                return False
+            job.progress = progress
+            self._emit("job_progress", job, now, {"progress": progress})
+            return True
+
+    async def wait_for_work(self, queues: Sequence[str], timeout: float) -> None:
+        loop = asyncio.get_running_loop()
+        event = asyncio.Event()
+        with self._lock:
+            now = float(self._clock())
+            due = [
+                heap[0][0]
+                for q in queues
+                if (heap := self._delayed.get(q))
+            ]
+            expiring = [
+                j.lease_expires_at
+                for j in self._running.values()
+                if j.lease_expires_at is not None and j.queue in queues
+            ]
+            if any(self._ready.get(q) for q in queues):
+                return
+            soonest = min([*due, *expiring], default=now + timeout)
+            timeout = max(0.0, min(timeout, soonest - now))
+            self._waiters.add((loop, event))
+        try:
+            await asyncio.wait_for(event.wait(), timeout)
+        except TimeoutError:
+            pass
+        finally:
+            with self._lock:
+                self._waiters.discard((loop, event))
+
+    # -- records ---------------------------------------------------------------------
+    async def get_job(self, job_id: str) -> Job | None:
+        with self._lock:
+            job = self._jobs.get(job_id)
+            return None if job is None else job.copy()
+
+    async def list_jobs(
+        self, filter: JobFilter, *, limit: int, cursor: str | None = None
+    ) -> JobPage:
+        with self._lock:
+            ids = sorted(self._jobs, reverse=True)
+            items: list[Job] = []
+            for job_id in ids:
+                if cursor is not None and job_id >= cursor:
+                    continue
+                job = self._jobs[job_id]
+                if filter.status is not None and job.status is not filter.status:
+                    continue
+                if filter.type is not None and job.type != filter.type:
+                    continue
+                if filter.queue is not None and job.queue != filter.queue:
+                    continue
+                items.append(job.copy())
+                if len(items) > limit:
+                    break
+        next_cursor = items[limit - 1].id if len(items) > limit else None
+        return JobPage(items[:limit], next_cursor)
+
+    async def cancel(self, job_id: str) -> Job:
+        now = float(self._clock())
+        with self._lock:
+            job = self._jobs.get(job_id)
+            if job is None:
+                raise JobNotFoundError(job_id)
+            if job.status.finished:
+                raise ConflictError(f"job {job_id} is already {job.status.value}")
+            self._running.pop(job_id, None)
+            self._entry.pop(job_id, None)
+            job.status = JobStatus.CANCELLED
+            job.completed_at = now
+            job.lease_owner = job.lease_expires_at = None
+            self._emit("job_cancelled", job, now)
+            return job.copy()
+
+    async def retry(self, job_id: str) -> Job:
+        now = float(self._clock())
+        with self._lock:
+            job = self._jobs.get(job_id)
+            if job is None:
+                raise JobNotFoundError(job_id)
+            if job.status not in (JobStatus.FAILED, JobStatus.CANCELLED):
+                raise ConflictError(f"job {job_id} is {job.status.value}, not failed or cancelled")
+            job.status = JobStatus.PENDING
+            job.attempts = 0
+            job.error = None
+            job.progress = 0
+            job.completed_at = job.started_at = None
+            job.run_at = now
+            self._schedule(job, now)
+            self._emit("job_created", job, now, {"queue": job.queue, "taskType": job.type, "retry": True})
+            self._notify()
+            return job.copy()
+
+    async def purge(self, result_ttl: float) -> int:
+        now = float(self._clock())
+        removed = 0
+        with self._lock:
+            for job_id, job in list(self._jobs.items()):
+                if job.status.finished and (job.completed_at or 0) + result_ttl <= now:
+                    del self._jobs[job_id]
+                    removed += 1
+            for key, (_, expires) in list(self._idempotency.items()):
+                if expires <= now:
+                    del self._idempotency[key]
+        return removed
+
+    async def queue_stats(self) -> list[QueueStats]:
+        now = float(self._clock())
+        counts: dict[str, dict[str, int]] = {}
+        with self._lock:
+            for job in self._jobs.values():
+                row = counts.setdefault(job.queue, {})
+                key = job.status.value
+                if job.status is JobStatus.PENDING and job.run_at > now:
+                    key = "scheduled"
+                row[key] = row.get(key, 0) + 1
+        return [QueueStats(name=name, **row) for name, row in sorted(counts.items())]
+
+    # -- events ----------------------------------------------------------------------
+    async def read_events(self, after: str | None, limit: int) -> list[Event]:
+        with self._lock:
+            events = [e for e in self._events if after is None or e.id > after]
+        return events[:limit]

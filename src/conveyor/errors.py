@@ -1,0 +1,133 @@
+"""Conveyor's exceptions, all rooted at :class:`ConveyorError`.
+
+::
+
+    ConveyorError
+    ├── ConfigurationError          bad URL, setting or APP path
+    ├── SerializationError          a value that is not JSON
+    ├── ValidationError             input the edge refuses
+    │   ├── UnknownTaskError        no task registered under that name
+    │   └── InvalidArgumentsError   arguments the task cannot take
+    ├── JobNotFoundError
+    ├── ConflictError               the job is in the wrong state for the request
+    ├── QueueFullError              a queue at its maximum length
+    ├── BackendError                the store failed
+    │   └── BackendUnavailableError the store cannot be reached
+    ├── JobTimeoutError             waiting for a result took too long
+    ├── JobFailedError              the awaited job failed
+    └── JobCancelledError           the awaited job was cancelled
+
+Signals raised *by task code* to steer the worker:
+
+    Retry(delay=...)                run again later, counting an attempt
+    NonRetryableError               fail at once, skipping the remaining retries
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ConveyorError(Exception):
+    """Base class of every error Conveyor raises."""
+
+
+class ConfigurationError(ConveyorError):
+    """A URL, setting or application path that cannot be used."""
+
+
+class SerializationError(ConveyorError):
+    """A value that cannot be carried as JSON."""
+
+
+class ValidationError(ConveyorError):
+    """Input refused at the edge, before anything is stored.
+
+    Args:
+        message: what is wrong, in words a caller can act on.
+        details: machine-readable context (field names, limits).
+    """
+
+    code = "VALIDATION_ERROR"
+
+    def __init__(self, message: str, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details or {}
+
+
+class UnknownTaskError(ValidationError):
+    """No task is registered under the requested name."""
+
+    code = "UNKNOWN_TASK"
+
+
+class InvalidArgumentsError(ValidationError):
+    """Arguments that the task's signature cannot take."""
+
+
+class JobNotFoundError(ConveyorError):
+    """No job with that id exists (or it has expired)."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"job {job_id!r} not found")
+        self.job_id = job_id
+
+
+class ConflictError(ConveyorError):
+    """The job's state does not allow the request (cancel a finished job, ...)."""
+
+
+class QueueFullError(ConveyorError):
+    """The queue holds its maximum number of pending jobs."""
+
+    def __init__(self, queue: str, retry_after: float = 1.0) -> None:
+        super().__init__(f"queue {queue!r} is full")
+        self.queue = queue
+        self.retry_after = retry_after
+
+
+class BackendError(ConveyorError):
+    """The store failed to carry out an operation."""
+
+
+class BackendUnavailableError(BackendError):
+    """The store cannot be reached; the operation may be retried later."""
+
+
+class JobTimeoutError(ConveyorError, TimeoutError):
+    """A job did not finish within the time a caller was willing to wait."""
+
+
+class JobFailedError(ConveyorError):
+    """The awaited job ended in ``failed``; ``error`` holds the stored error."""
+
+    def __init__(self, job_id: str, error: dict[str, Any] | None) -> None:
+        message = (error or {}).get("message", "job failed")
+        super().__init__(f"job {job_id} failed: {message}")
+        self.job_id = job_id
+        self.error = error
+
+
+class JobCancelledError(ConveyorError):
+    """The awaited job was cancelled."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"job {job_id} was cancelled")
+        self.job_id = job_id
+
+
+class Retry(Exception):  # noqa: N818 - a control-flow signal, named as a verb
+    """Raised by task code to run the job again later.
+
+    Args:
+        delay: seconds to wait before the next attempt; ``None`` uses the task's backoff.
+    """
+
+    def __init__(self, delay: float | None = None) -> None:
+        super().__init__(f"retry requested (delay={delay})")
+        self.delay = delay
+
+
+class NonRetryableError(Exception):
+    """Raised (or subclassed) by task code for failures that retrying cannot fix."""
