@@ -184,6 +184,12 @@ class Conveyor:
         self._backends[loop_id] = backend
         return backend
 
+    async def release_backend(self) -> None:
+        """Close this event loop's store connection (for loops that end before the app)."""
+        backend = self._backends.pop(id(asyncio.get_running_loop()), None)
+        if backend is not None and backend is not self._shared:
+            await backend.aclose()
+
     async def enqueue_jobs(self, jobs: Sequence[Job]) -> list[EnqueueResult]:
         """Store ready-built jobs in one round trip (see :meth:`Task.build_job`)."""
         if not jobs:
@@ -234,14 +240,12 @@ class Conveyor:
     async def aclose(self) -> None:
         """Close store connections opened by this app."""
         backends, self._backends = self._backends, {}
-        current = id(asyncio.get_running_loop())
         portal = self._portal
         for loop_id, backend in backends.items():
             if portal is not None and loop_id == id(portal[0]):
                 asyncio.run_coroutine_threadsafe(backend.aclose(), portal[0]).result()
-            elif loop_id == current or backend is self._shared:
-                await backend.aclose()
             else:
+                # Loop-agnostic stores (memory, SQLite's own thread) close from any loop.
                 await backend.aclose()
         if portal is not None:
             portal[0].call_soon_threadsafe(portal[0].stop)

@@ -1,0 +1,317 @@
+"""The ``conveyor`` command."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Callable, Coroutine
+from datetime import UTC, datetime
+from functools import wraps
+from typing import Any, TypeVar
+
+import click
+
+from conveyor.app import Conveyor
+from conveyor.backends.base import JobFilter
+from conveyor.errors import ConveyorError, JobFailedError
+from conveyor.job import Job, JobStatus
+from conveyor.serialization import dumps, loads
+from conveyor.settings import DEFAULT_URL, Settings
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+URL_HELP = f"store URL (default: $CONVEYOR_URL, then {DEFAULT_URL})"
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _friendly(fn: F) -> F:
+    """Turn Conveyor errors into a one-line message and exit code 1."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except ConveyorError as exc:
+            raise click.ClickException(str(exc)) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _load(spec: str, url: str | None) -> Conveyor:
+    from conveyor.loader import load_app
+
+    app = load_app(spec)
+    if url:
+        app.settings = app.settings.replace(url=url)
+    return app
+
+
+def _plain_app(url: str | None) -> Conveyor:
+    return Conveyor(settings=Settings.from_env(url=url))
+
+
+def _run(coro_fn: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    from conveyor.runtime import run_async
+
+    run_async(coro_fn)
+
+
+def _queues(raw: str) -> list[str]:
+    queues = [q.strip() for q in raw.split(",") if q.strip()]
+    if not queues:
+        raise click.BadParameter("give at least one queue name")
+    return queues
+
+
+url_option = click.option("--url", default=None, help=URL_HELP)
+host_option = click.option("--host", default="127.0.0.1", show_default=True)
+port_option = click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
+concurrency_option = click.option(
+    "--concurrency",
+    default=100,
+    show_default=True,
+    type=click.IntRange(1, 100_000),
+    help="jobs run at once per worker process",
+)
+queues_option = click.option(
+    "--queues", default="default", show_default=True, help="comma-separated queues to consume"
+)
+
+
+@click.group()
+@click.option(
+    "--log-level",
+    default="info",
+    show_default=True,
+    type=click.Choice(["debug", "info", "warning", "error"]),
+)
+@click.version_option(package_name="conveyor")
+def main(log_level: str) -> None:
+    """Conveyor: an asyncio-native task queue and scheduler with an HTTP job API."""
+    _configure_logging(log_level)
+
+
+def _serve(app: Conveyor, **kwargs: Any) -> None:
+    from conveyor.runtime import serve
+
+    _run(lambda: serve(app, **kwargs))
+
+
+@main.command()
+@click.argument("app_spec", metavar="APP")
+@url_option
+@host_option
+@port_option
+@concurrency_option
+@queues_option
+@_friendly
+def run(
+    app_spec: str, url: str | None, host: str, port: int, concurrency: int, queues: str
+) -> None:
+    """API, dashboard and worker in one process (the embedded default)."""
+    app = _load(app_spec, url)
+    click.echo(f"Conveyor on http://{host}:{port}  (store: {app.url})", err=True)
+    _serve(app, host=host, port=port, concurrency=concurrency, queues=_queues(queues))
+
+
+@main.command()
+@click.argument("app_spec", metavar="APP")
+@url_option
+@host_option
+@port_option
+@_friendly
+def api(app_spec: str, url: str | None, host: str, port: int) -> None:
+    """The HTTP API alone."""
+    app = _load(app_spec, url)
+    click.echo(f"Conveyor API on http://{host}:{port}  (store: {app.url})", err=True)
+    _serve(app, worker=False, host=host, port=port)
+
+
+@main.command()
+@click.argument("app_spec", metavar="APP")
+@url_option
+@queues_option
+@concurrency_option
+@click.option(
+    "--processes",
+    default=None,
+    type=click.IntRange(1, 1024),
+    help="most process-mode tasks at once (default: CPU count)",
+)
+@_friendly
+def worker(
+    app_spec: str, url: str | None, queues: str, concurrency: int, processes: int | None
+) -> None:
+    """A worker: runs jobs from the given queues until SIGTERM."""
+    app = _load(app_spec, url)
+    _serve(app, api=False, queues=_queues(queues), concurrency=concurrency, processes=processes)
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@port_option
+@_friendly
+def demo(host: str, port: int) -> None:
+    """Run the demo app (API, dashboard and worker) on SQLite at ./conveyor.db."""
+    app = _load("conveyor.demo:app", os.environ.get("CONVEYOR_URL") or DEFAULT_URL)
+    click.echo(
+        f"Conveyor demo on http://{host}:{port}  (store: {app.url})\n"
+        f"  submit: curl -s -X POST http://{host}:{port}/api/v1/jobs "
+        "-H 'content-type: application/json' "
+        '-d \'{"type": "resize_image", "parameters": {"url": "https://example.com/cat.png"}}\'\n'
+        f"  docs:   http://{host}:{port}/docs",
+        err=True,
+    )
+    _serve(app, host=host, port=port)
+
+
+@main.command()
+@click.argument("app_spec", metavar="APP")
+@click.argument("task_type", metavar="TYPE")
+@url_option
+@click.option("--params", default="{}", help="JSON object of keyword arguments (or an array)")
+@click.option("--delay", default=None, type=click.FloatRange(min=0), help="seconds to wait")
+@click.option("--wait", is_flag=True, help="wait for the job and print its result")
+@click.option(
+    "--timeout",
+    default=None,
+    type=click.FloatRange(min=0),
+    help="with --wait: give up after this many seconds",
+)
+@_friendly
+def enqueue(
+    app_spec: str,
+    task_type: str,
+    url: str | None,
+    params: str,
+    delay: float | None,
+    wait: bool,
+    timeout: float | None,
+) -> None:
+    """Enqueue one job and print its id (or, with --wait, its result)."""
+    app = _load(app_spec, url)
+    try:
+        parameters = loads(params)
+    except ConveyorError:
+        raise click.BadParameter("must be valid JSON", param_hint="--params") from None
+    if isinstance(parameters, dict):
+        args, kwargs = [], parameters
+    elif isinstance(parameters, list):
+        args, kwargs = parameters, {}
+    else:
+        raise click.BadParameter("must be a JSON object or array", param_hint="--params")
+
+    async def go() -> None:
+        try:
+            result = await app.submit(task_type, args, kwargs, delay=delay)
+            if not wait:
+                click.echo(result.job.id)
+                return
+            handle = app.job(result.job.id)
+            try:
+                value = await handle.result(timeout=timeout)
+            except JobFailedError as exc:
+                raise click.ClickException(f"job {handle.id} failed: {exc.error}") from None
+            click.echo(dumps(value).decode())
+        finally:
+            await app.aclose()
+
+    asyncio.run(go())
+
+
+def _when(ts: float | None) -> str:
+    if ts is None:
+        return ""
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+@main.command()
+@url_option
+@click.option("--status", type=click.Choice([s.value for s in JobStatus]), default=None)
+@click.option("--type", "task_type", default=None)
+@click.option("--queue", default=None)
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 1000))
+@_friendly
+def jobs(
+    url: str | None, status: str | None, task_type: str | None, queue: str | None, limit: int
+) -> None:
+    """List recent jobs as a table."""
+    from rich.console import Console
+    from rich.table import Table
+
+    app = _plain_app(url)
+
+    async def go() -> list[Job]:
+        try:
+            backend = await app.backend()
+            flt = JobFilter(JobStatus(status) if status else None, task_type, queue)
+            return (await backend.list_jobs(flt, limit=limit)).items
+        finally:
+            await app.aclose()
+
+    items = _collect(go)
+    table = Table("id", "type", "queue", "status", "progress", "attempts", "created", "finished")
+    for job in items:
+        table.add_row(
+            job.id,
+            job.type,
+            job.queue,
+            job.status.value,
+            f"{job.progress}%",
+            str(job.attempts),
+            _when(job.created_at),
+            _when(job.completed_at),
+        )
+    Console().print(table)
+
+
+@main.command()
+@url_option
+@_friendly
+def queues(url: str | None) -> None:
+    """Queue depths as a table."""
+    from rich.console import Console
+    from rich.table import Table
+
+    app = _plain_app(url)
+
+    async def go() -> list[Any]:
+        try:
+            backend = await app.backend()
+            return list(await backend.queue_stats())
+        finally:
+            await app.aclose()
+
+    stats = _collect(go)
+    table = Table("queue", "pending", "scheduled", "running", "completed", "failed", "cancelled")
+    for q in stats:
+        table.add_row(
+            q.name,
+            str(q.pending),
+            str(q.scheduled),
+            str(q.running),
+            str(q.completed),
+            str(q.failed),
+            str(q.cancelled),
+        )
+    Console().print(table)
+
+
+T = TypeVar("T")
+
+
+def _collect(fn: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    return asyncio.run(fn())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

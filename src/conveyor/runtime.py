@@ -1,0 +1,115 @@
+"""Running Conveyor as a process: API server, worker, or both, with signal handling.
+
+The first SIGTERM or Ctrl-C stops taking new work and drains running jobs within the
+shutdown grace period; a second Ctrl-C stops at once (running jobs are returned to their
+queue as the worker exits, or handed out again when their lease expires).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Callable, Coroutine, Generator, Sequence
+from typing import Any
+
+from conveyor.app import Conveyor
+from conveyor.worker import Worker
+
+logger = logging.getLogger(__name__)
+
+
+def run_async(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """Run ``main`` on uvloop where available, else the default asyncio loop."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main())
+        return
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main())
+
+
+def _make_server(app: Conveyor, host: str, port: int) -> Any:
+    import uvicorn
+
+    from conveyor.api import create_app
+
+    class _Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Generator[None, None, None]:
+            yield  # signals are handled by `serve`, which also drains the worker
+
+    config = uvicorn.Config(
+        create_app(app),
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=5,
+    )
+    return _Server(config)
+
+
+async def serve(
+    app: Conveyor,
+    *,
+    api: bool = True,
+    worker: bool = True,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    queues: Sequence[str] = ("default",),
+    concurrency: int = 100,
+    processes: int | None = None,
+    on_ready: Callable[[], None] | None = None,
+) -> None:
+    """Serve until SIGTERM/SIGINT: the HTTP API, a worker, or both in one process."""
+    # Fail fast with a clear message when the store cannot be opened.
+    backend = await app.backend()
+    await backend.ping()
+    loop = asyncio.get_running_loop()
+    parts: list[Coroutine[Any, Any, None]] = []
+    server = _make_server(app, host, port) if api else None
+    runner = (
+        Worker(app, queues=queues, concurrency=concurrency, processes=processes) if worker else None
+    )
+    signals_seen = 0
+
+    def on_signal(sig: signal.Signals) -> None:
+        nonlocal signals_seen
+        signals_seen += 1
+        if signals_seen == 1:
+            logger.warning("%s received: draining (press Ctrl-C again to stop at once)", sig.name)
+            if server is not None:
+                server.should_exit = True
+            if runner is not None:
+                runner.stop()
+        else:
+            logger.warning("%s received again: stopping now", sig.name)
+            if server is not None:
+                server.force_exit = True
+            if runner is not None:
+                runner.stop(force=True)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal, sig)
+    try:
+        if server is not None:
+            parts.append(server.serve())
+        if runner is not None:
+            parts.append(runner.run())
+        tasks = [asyncio.create_task(part) for part in parts]
+        if on_ready is not None:
+            on_ready()
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        await app.aclose()

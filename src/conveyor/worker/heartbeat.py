@@ -1,0 +1,90 @@
+"""Lease renewal from a thread of its own.
+
+The heartbeat runs on its own event loop in its own thread, so a task that blocks the
+worker's event loop (CPU work in an ``async def``) cannot starve it: leases stay renewed
+and the job is not handed to a second worker while the first still runs it. What such a
+task does starve is everything else on the loop; the worker logs loop stalls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable, Mapping
+
+from conveyor.app import Conveyor
+from conveyor.backends.base import Backend
+from conveyor.errors import ConveyorError
+
+logger = logging.getLogger(__name__)
+
+
+class Heartbeat:
+    """Renews the leases of running jobs every ``interval`` seconds.
+
+    Args:
+        app: the application (the thread opens its own store connection).
+        worker_id: whose leases to renew.
+        lease_seconds: the new lease length on each renewal.
+        interval: seconds between renewals.
+        snapshot: returns ``{job_id: attempt}`` of running jobs; called from the thread.
+        on_lost: called on the worker's loop with the ids the worker must stop.
+    """
+
+    def __init__(
+        self,
+        app: Conveyor,
+        *,
+        worker_id: str,
+        lease_seconds: float,
+        interval: float,
+        snapshot: Callable[[], Mapping[str, int]],
+        on_lost: Callable[[set[str]], None],
+    ) -> None:
+        self._app = app
+        self._worker_id = worker_id
+        self._lease = lease_seconds
+        self._interval = interval
+        self._snapshot = snapshot
+        self._on_lost = on_lost
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.beats = 0
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._thread = threading.Thread(target=self._run, name="conveyor-heartbeat", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+
+    def _run(self) -> None:
+        asyncio.run(self._main())
+
+    async def _main(self) -> None:
+        backend = await self._app.backend()
+        try:
+            while not self._stop.wait(self._interval):
+                await self.beat(backend)
+        finally:
+            await self._app.release_backend()
+
+    async def beat(self, backend: Backend) -> None:
+        """Renew once; report lost leases to the worker."""
+        leases = dict(self._snapshot())
+        if not leases:
+            return
+        try:
+            lost = await backend.renew(self._worker_id, leases, self._lease)
+        except (ConveyorError, OSError) as exc:
+            logger.warning("lease renewal failed (%s); retrying", exc)
+            return
+        self.beats += 1
+        if lost and self._loop is not None:
+            self._loop.call_soon_threadsafe(self._on_lost, lost)

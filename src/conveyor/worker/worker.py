@@ -1,0 +1,364 @@
+"""The worker: a fetch loop feeding concurrent attempts, with leases kept alive.
+
+One loop fetches as many jobs as there are free slots (never more, so nothing waits
+leased in a local buffer), each job runs as its own asyncio task, outcomes are written in
+group commits, and a heartbeat thread renews the leases of everything running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from conveyor.app import Conveyor
+from conveyor.backends.base import Backend, Outcome, OutcomeKind
+from conveyor.context import JobContext, set_current
+from conveyor.errors import ConveyorError, NonRetryableError, Retry, SerializationError
+from conveyor.job import Job, task_error
+from conveyor.serialization import dumps
+from conveyor.task import Task
+from conveyor.worker.backoff import retry_delay
+from conveyor.worker.completer import Completer
+from conveyor.worker.executors import Executors
+from conveyor.worker.heartbeat import Heartbeat
+from conveyor.worker.process_pool import ChildDiedError, ChildError
+
+logger = logging.getLogger(__name__)
+
+PURGE_INTERVAL = 60.0
+
+
+@dataclass(slots=True)
+class WorkerStats:
+    """Counts since the worker started."""
+
+    started: int = 0
+    completed: int = 0
+    retried: int = 0
+    failed: int = 0
+    released: int = 0
+    stale_acks: int = 0
+
+
+class Worker:
+    """Runs jobs from the given queues until stopped.
+
+    Args:
+        app: the application whose tasks and store to use.
+        queues: the queues to consume, highest-priority job first across them.
+        concurrency: the most attempts running at once.
+        processes: the most process-mode tasks running at once (defaults to CPU count).
+        lease_seconds: lease length; defaults to ``CONVEYOR_LEASE_SECONDS``.
+        shutdown_grace: seconds :meth:`run` waits for running jobs when stopping.
+        worker_id: unique id in the store; generated when omitted.
+    """
+
+    def __init__(
+        self,
+        app: Conveyor,
+        *,
+        queues: Sequence[str] = ("default",),
+        concurrency: int = 100,
+        processes: int | None = None,
+        lease_seconds: float | None = None,
+        shutdown_grace: float | None = None,
+        worker_id: str | None = None,
+    ) -> None:
+        if concurrency < 1:
+            raise ConveyorError("concurrency must be at least 1")
+        if not queues:
+            raise ConveyorError("a worker needs at least one queue")
+        self.app = app
+        self.queues = list(dict.fromkeys(queues))
+        self.concurrency = concurrency
+        self.lease_seconds = lease_seconds or app.settings.lease_seconds
+        self.shutdown_grace = (
+            app.settings.shutdown_grace_seconds if shutdown_grace is None else shutdown_grace
+        )
+        self.id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.stats = WorkerStats()
+        self._executors = Executors(
+            threads=concurrency, processes=processes or os.cpu_count() or 1, app_spec=app.spec
+        )
+        self._running: dict[str, tuple[asyncio.Task[None], int]] = {}
+        self._leases: dict[str, int] = {}
+        # Why the worker cancelled an attempt: "lost" (cancelled in the store or lease
+        # taken over) or "shutdown" (grace period over).
+        self._cancel_reasons: dict[str, str] = {}
+        self._slot_free = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._force = asyncio.Event()
+        self._backend: Backend | None = None
+        self._completer: Completer | None = None
+
+    def __repr__(self) -> str:
+        return f"<Worker {self.id} queues={self.queues} concurrency={self.concurrency}>"
+
+    @property
+    def in_flight(self) -> int:
+        """Attempts running now."""
+        return len(self._running)
+
+    def stop(self, *, force: bool = False) -> None:
+        """Ask :meth:`run` to stop fetching and drain running jobs.
+
+        Args:
+            force: do not wait for the grace period; return running jobs at once.
+        """
+        self._stopping.set()
+        self._slot_free.set()
+        if force:
+            self._force.set()
+
+    # -- main loop -------------------------------------------------------------------
+    async def run(self) -> None:
+        """Fetch and run jobs until :meth:`stop` is called, then drain.
+
+        Running jobs get ``shutdown_grace`` seconds to finish; the rest are cancelled and
+        returned to their queue without counting an attempt.
+        """
+        backend = self._backend = await self.app.backend()
+        completer = self._completer = Completer(backend)
+        completer.start()
+        heartbeat = Heartbeat(
+            self.app,
+            worker_id=self.id,
+            lease_seconds=self.lease_seconds,
+            interval=min(self.lease_seconds / 3, 1.0),
+            snapshot=lambda: self._leases,
+            on_lost=self._on_lost,
+        )
+        heartbeat.start()
+        helpers = [
+            asyncio.create_task(self._purge_forever(backend), name="conveyor-purge"),
+            asyncio.create_task(self._watch_loop_lag(), name="conveyor-loop-lag"),
+        ]
+        logger.info(
+            "worker %s consuming %s (concurrency %d)", self.id, self.queues, self.concurrency
+        )
+        try:
+            await self._fetch_loop(backend)
+        finally:
+            await self._drain()
+            for helper in helpers:
+                helper.cancel()
+            await asyncio.gather(*helpers, return_exceptions=True)
+            await completer.aclose()
+            await asyncio.to_thread(heartbeat.stop)
+            await self._executors.aclose()
+            self.stats.stale_acks = completer.rejected
+            logger.info("worker %s stopped: %s", self.id, self.stats)
+
+    async def _fetch_loop(self, backend: Backend) -> None:
+        stop_wait = asyncio.create_task(self._stopping.wait())
+        error_delay = 0.05
+        try:
+            while not self._stopping.is_set():
+                free = self.concurrency - len(self._running)
+                if free <= 0:
+                    self._slot_free.clear()
+                    await self._slot_free.wait()
+                    continue
+                try:
+                    jobs = await backend.fetch(self.queues, self.id, free, self.lease_seconds)
+                except (ConveyorError, OSError) as exc:
+                    logger.warning("fetch failed (%s); retrying in %.2fs", exc, error_delay)
+                    await _first(asyncio.sleep(error_delay), stop_wait)
+                    error_delay = min(error_delay * 2, 5.0)
+                    continue
+                error_delay = 0.05
+                if not jobs:
+                    await _first(backend.wait_for_work(self.queues, timeout=1.0), stop_wait)
+                    continue
+                for job in jobs:
+                    self._start(job)
+        finally:
+            stop_wait.cancel()
+
+    def _start(self, job: Job) -> None:
+        self.stats.started += 1
+        self._leases[job.id] = job.attempts
+        task = asyncio.create_task(self._attempt(job), name=f"conveyor-job-{job.id}")
+        self._running[job.id] = (task, job.attempts)
+
+    def _on_lost(self, job_ids: set[str]) -> None:
+        """The store says these jobs are no longer ours (cancelled or taken over)."""
+        for job_id in job_ids:
+            entry = self._running.get(job_id)
+            if entry is not None and job_id not in self._cancel_reasons:
+                logger.info("stopping job %s: cancelled or lease lost", job_id)
+                self._cancel_reasons[job_id] = "lost"
+                entry[0].cancel()
+
+    async def _drain(self) -> None:
+        if not self._running:
+            return
+        logger.info(
+            "draining %d running jobs (grace %.1fs)", len(self._running), self.shutdown_grace
+        )
+        tasks = {task: job_id for job_id, (task, _) in self._running.items()}
+        await _first(asyncio.wait(tasks, timeout=self.shutdown_grace), self._force.wait())
+        still_running = [task for task in tasks if not task.done()]
+        for task in still_running:
+            self._cancel_reasons.setdefault(tasks[task], "shutdown")
+            task.cancel()
+        if still_running:
+            await asyncio.wait(still_running)
+
+    # -- one attempt -----------------------------------------------------------------
+    async def _attempt(self, job: Job) -> None:
+        try:
+            outcome = await self._execute(job)
+            if outcome is not None:
+                assert self._completer is not None
+                if not await self._completer.submit(outcome):
+                    self.stats.stale_acks += 1
+        finally:
+            self._running.pop(job.id, None)
+            self._leases.pop(job.id, None)
+            self._cancel_reasons.pop(job.id, None)
+            self._slot_free.set()
+
+    async def _execute(self, job: Job) -> Outcome | None:
+        task = self.app.tasks.get(job.type)
+        if task is None:
+            error = task_error(
+                f"unknown task type {job.type!r} on worker {self.id}",
+                reason="unknown_task",
+                retryable=False,
+            )
+            return self._outcome(job, OutcomeKind.FAILED, error=error)
+        backend = self._backend
+        assert backend is not None
+        set_current(JobContext(job, backend.set_progress, asyncio.get_running_loop()))
+        timed_out = False
+        try:
+            async with asyncio.timeout(job.timeout) as scope:
+                try:
+                    result = await self._executors.run(task, job)
+                finally:
+                    timed_out = scope.expired()
+            dumps(result, what=f"result of task {task.name!r}")
+        except asyncio.CancelledError:
+            reason = self._cancel_reasons.get(job.id)
+            if reason is None:
+                raise
+            current = asyncio.current_task()
+            if current is not None:
+                current.uncancel()
+            if reason == "shutdown":
+                self.stats.released += 1
+                return self._outcome(job, OutcomeKind.RELEASED)
+            return None  # lost: the store no longer counts this attempt as ours
+        except TimeoutError as exc:
+            if timed_out:
+                return self._failure(
+                    task, job, exc, reason="timeout", message=f"timed out after {job.timeout}s"
+                )
+            return self._failure(task, job, exc)
+        except Retry as exc:
+            return self._failure(task, job, exc, reason="retry_requested", delay=exc.delay)
+        except SerializationError as exc:
+            return self._failure(task, job, exc, reason="serialization", retryable=False)
+        except ChildDiedError as exc:
+            return self._failure(task, job, exc, reason="process_died")
+        except ChildError as exc:
+            return self._failure(
+                task, job, exc, retryable=exc.retryable, exception_type=exc.exception_type
+            )
+        except Exception as exc:
+            return self._failure(task, job, exc)
+        finally:
+            set_current(None)
+        self.stats.completed += 1
+        return self._outcome(job, OutcomeKind.COMPLETED, result=result)
+
+    def _failure(
+        self,
+        task: Task[Any, Any],
+        job: Job,
+        exc: BaseException,
+        *,
+        reason: str = "exception",
+        message: str | None = None,
+        retryable: bool | None = None,
+        delay: float | None = None,
+        exception_type: str | None = None,
+    ) -> Outcome:
+        if retryable is None:
+            retryable = not isinstance(exc, (NonRetryableError, *task.options_.non_retryable))
+        exception_type = exception_type or f"{type(exc).__module__}.{type(exc).__qualname__}"
+        text = message or str(exc) or type(exc).__name__
+        if retryable and job.attempts <= job.max_retries:
+            if delay is None:
+                opts = task.options_
+                delay = retry_delay(job.attempts, opts.backoff, opts.backoff_max)
+            error = task_error(text, reason=reason, retryable=True, exception_type=exception_type)
+            self.stats.retried += 1
+            logger.info(
+                "job %s attempt %d failed (%s); retry in %.2fs", job.id, job.attempts, text, delay
+            )
+            return self._outcome(job, OutcomeKind.RETRY, error=error, retry_at=time.time() + delay)
+        if retryable:
+            reason = (
+                f"{reason}; retries exhausted" if reason != "exception" else "retries_exhausted"
+            )
+        error = task_error(text, reason=reason, retryable=False, exception_type=exception_type)
+        self.stats.failed += 1
+        logger.warning("job %s failed after %d attempts: %s", job.id, job.attempts, text)
+        return self._outcome(job, OutcomeKind.FAILED, error=error)
+
+    def _outcome(
+        self,
+        job: Job,
+        kind: OutcomeKind,
+        *,
+        result: Any = None,
+        error: dict[str, Any] | None = None,
+        retry_at: float | None = None,
+    ) -> Outcome:
+        return Outcome(job.id, self.id, job.attempts, kind, result, error, retry_at)
+
+    # -- upkeep ----------------------------------------------------------------------
+    async def _purge_forever(self, backend: Backend) -> None:
+        while True:
+            await asyncio.sleep(PURGE_INTERVAL)
+            try:
+                removed = await backend.purge(self.app.settings.result_ttl_seconds)
+            except (ConveyorError, OSError) as exc:
+                logger.warning("purging expired jobs failed: %s", exc)
+            else:
+                if removed:
+                    logger.info("purged %d expired jobs", removed)
+
+    async def _watch_loop_lag(self) -> None:
+        interval = 0.25
+        limit = self.lease_seconds / 2
+        while True:
+            before = time.monotonic()
+            await asyncio.sleep(interval)
+            lag = time.monotonic() - before - interval
+            if lag > limit:
+                logger.warning(
+                    "event loop was blocked for %.1fs (> lease/2): a task is blocking the "
+                    "loop; run blocking code with mode='thread' or mode='process'",
+                    lag,
+                )
+
+
+async def _first(*aws: Any) -> None:
+    """Wait until the first of ``aws`` is done; cancel the rest (shielding shared tasks)."""
+    tasks = [a if isinstance(a, asyncio.Task) else asyncio.ensure_future(a) for a in aws]
+    owned = [t for t, a in zip(tasks, aws, strict=True) if not isinstance(a, asyncio.Task)]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in owned:
+            task.cancel()

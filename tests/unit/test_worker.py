@@ -1,0 +1,373 @@
+"""The worker against the in-memory store: execution modes, retries, leases, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from conveyor import Conveyor, JobStatus, current_job
+from conveyor.errors import JobFailedError, NonRetryableError, Retry
+from conveyor.loader import load_app
+from conveyor.worker import Worker
+from tests.conftest import running
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+def app(make_app: Callable[..., Conveyor]) -> Conveyor:
+    return make_app()
+
+
+async def test_runs_async_jobs_and_stores_results(app: Conveyor) -> None:
+    @app.task()
+    async def add(x: int, y: int) -> int:
+        return x + y
+
+    async with running(Worker(app, concurrency=10)):
+        handles = await add.enqueue_many([((i, i), {}) for i in range(50)])
+        results = [await h.result(timeout=10) for h in handles]
+    assert results == [2 * i for i in range(50)]
+    info = await handles[0].info()
+    assert info.status is JobStatus.COMPLETED
+    assert info.attempts == 1
+    assert info.progress == 100
+
+
+async def test_never_runs_more_than_concurrency(app: Conveyor) -> None:
+    active = 0
+    peak = 0
+
+    @app.task()
+    async def work() -> None:
+        nonlocal active, peak
+        active += 1
+        peak = max(peak, active)
+        await asyncio.sleep(0.01)
+        active -= 1
+
+    async with running(Worker(app, concurrency=4)):
+        handles = await work.enqueue_many([((), {})] * 40)
+        for h in handles:
+            await h.result(timeout=10)
+    assert peak == 4
+
+
+async def test_retries_with_backoff_then_fails(app: Conveyor) -> None:
+    calls: list[float] = []
+
+    @app.task(retries=2, backoff=0.05, backoff_max=0.05)
+    async def flaky() -> None:
+        calls.append(time.monotonic())
+        raise ValueError("broken")
+
+    async with running(Worker(app)):
+        handle = await flaky.enqueue()
+        with pytest.raises(JobFailedError) as caught:
+            await handle.result(timeout=10)
+    assert len(calls) == 3
+    job = await handle.info()
+    assert job.status is JobStatus.FAILED
+    assert job.attempts == 3
+    assert caught.value.error == {
+        "code": "TASK_FAILED",
+        "message": "broken",
+        "details": {
+            "reason": "retries_exhausted",
+            "retryable": False,
+            "exceptionType": "builtins.ValueError",
+        },
+    }
+
+
+async def test_non_retryable_errors_fail_at_once(app: Conveyor) -> None:
+    class Invalid(Exception):
+        pass
+
+    @app.task(retries=5, non_retryable=[Invalid])
+    async def declared() -> None:
+        raise Invalid("bad input")
+
+    @app.task(retries=5)
+    async def signalled() -> None:
+        raise NonRetryableError("cannot work")
+
+    async with running(Worker(app)):
+        first = await declared.enqueue()
+        second = await signalled.enqueue()
+        for handle in (first, second):
+            with pytest.raises(JobFailedError):
+                await handle.result(timeout=10)
+    assert (await first.info()).attempts == 1
+    assert (await second.info()).attempts == 1
+
+
+async def test_retry_signal_reruns_after_its_delay(app: Conveyor) -> None:
+    seen: list[float] = []
+
+    @app.task(retries=3)
+    async def again() -> int:
+        seen.append(time.monotonic())
+        if len(seen) == 1:
+            raise Retry(delay=0.2)
+        return len(seen)
+
+    async with running(Worker(app)):
+        assert await (await again.enqueue()).result(timeout=10) == 2
+    assert seen[1] - seen[0] >= 0.19
+
+
+async def test_async_timeout_cancels_the_task(app: Conveyor) -> None:
+    cancelled = asyncio.Event()
+
+    @app.task(timeout=0.1, retries=0)
+    async def slow() -> None:
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    async with running(Worker(app)):
+        handle = await slow.enqueue()
+        with pytest.raises(JobFailedError) as caught:
+            await handle.result(timeout=10)
+    assert cancelled.is_set()
+    assert caught.value.error is not None
+    assert caught.value.error["details"]["reason"].startswith("timeout")
+
+
+async def test_thread_tasks_run_off_the_loop_and_report_progress(app: Conveyor) -> None:
+    threads: list[str] = []
+
+    @app.task(mode="thread")
+    def blocking(x: int) -> int:
+        threads.append(threading.current_thread().name)
+        current_job().set_progress_nowait(50)
+        time.sleep(0.2)
+        return x * 2
+
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    tick_task = asyncio.create_task(ticker())
+    async with running(Worker(app)):
+        handle = await blocking.enqueue(21)
+        assert await handle.result(timeout=10) == 42
+    tick_task.cancel()
+    assert threads and threads[0] != threading.main_thread().name
+    assert ticks >= 10  # the loop kept running while the thread slept
+    backend = await app.backend()
+    events = [e for e in await backend.read_events(None, 1000) if e.job_id == handle.id]
+    assert [e.type for e in events] == ["job_created", "job_started", "job_progress", "job_completed"]
+
+
+async def test_progress_is_recorded_and_published(app: Conveyor) -> None:
+    proceed = asyncio.Event()
+
+    @app.task()
+    async def steps() -> str:
+        await current_job().set_progress(40)
+        await proceed.wait()
+        return "done"
+
+    async with running(Worker(app)):
+        handle = await steps.enqueue()
+        while (await handle.info()).progress != 40:
+            await asyncio.sleep(0.01)
+        proceed.set()
+        assert await handle.result(timeout=10) == "done"
+
+
+async def test_cancelling_a_running_job_stops_it(app: Conveyor) -> None:
+    started = asyncio.Event()
+    stopped = asyncio.Event()
+
+    @app.task()
+    async def forever() -> None:
+        started.set()
+        try:
+            await asyncio.sleep(60)
+        finally:
+            stopped.set()
+
+    async with running(Worker(app, lease_seconds=1.5)) as worker:
+        handle = await forever.enqueue()
+        await asyncio.wait_for(started.wait(), 5)
+        job = await handle.cancel()
+        assert job.status is JobStatus.CANCELLED
+        await asyncio.wait_for(stopped.wait(), 5)
+        while worker.in_flight:
+            await asyncio.sleep(0.01)
+    assert (await handle.info()).status is JobStatus.CANCELLED
+
+
+async def test_unknown_task_type_fails_clearly(app: Conveyor, make_app: Callable[..., Conveyor]) -> None:
+    @app.task()
+    async def known() -> None:
+        return None
+
+    handle = await known.enqueue()
+    # A worker for the same store that does not know the task (another deployment).
+    other = Conveyor(settings=app.settings)
+    other._shared = await app.backend()
+    async with running(Worker(other)):
+        with pytest.raises(JobFailedError) as caught:
+            await handle.result(timeout=10)
+    assert caught.value.error is not None
+    assert caught.value.error["details"]["reason"] == "unknown_task"
+
+
+async def test_results_that_are_not_json_fail_the_job(app: Conveyor) -> None:
+    @app.task(retries=3)
+    async def odd() -> object:
+        return object()
+
+    async with running(Worker(app)):
+        handle = await odd.enqueue()
+        with pytest.raises(JobFailedError) as caught:
+            await handle.result(timeout=10)
+    assert caught.value.error is not None
+    assert caught.value.error["details"]["reason"] == "serialization"
+    assert (await handle.info()).attempts == 1
+
+
+async def test_heartbeat_keeps_a_long_job_from_being_handed_out_twice(app: Conveyor) -> None:
+    runs: list[str] = []
+
+    @app.task()
+    async def long() -> None:
+        runs.append("start")
+        await asyncio.sleep(1.5)
+
+    first = Worker(app, lease_seconds=0.3, worker_id="first")
+    second = Worker(app, lease_seconds=0.3, worker_id="second")
+    async with running(first), running(second):
+        handle = await long.enqueue()
+        await handle.result(timeout=10)
+    assert runs == ["start"]
+    assert (await handle.info()).attempts == 1
+
+
+async def test_heartbeat_survives_a_blocked_event_loop(app: Conveyor) -> None:
+    runs = 0
+
+    @app.task()
+    async def hog() -> None:
+        nonlocal runs
+        runs += 1
+        time.sleep(1.2)  # blocks the loop: the mistake this guards against
+
+    backend = await app.backend()
+    async with running(Worker(app, lease_seconds=0.4, worker_id="hog")):
+        handle = await hog.enqueue()
+        await handle.result(timeout=10)
+        # Another worker's claim right after: nothing may be up for grabs.
+        assert await backend.fetch(["default"], "other", 10, 1.0) == []
+    assert runs == 1
+    assert (await handle.info()).attempts == 1
+
+
+async def test_job_of_a_dead_worker_runs_again_after_its_lease(app: Conveyor) -> None:
+    @app.task()
+    async def job() -> str:
+        return "ok"
+
+    handle = await job.enqueue()
+    backend = await app.backend()
+    (claimed,) = await backend.fetch(["default"], "dead-worker", 1, 0.3)
+    assert claimed.id == handle.id
+    started = time.monotonic()
+    async with running(Worker(app)):
+        assert await handle.result(timeout=10) == "ok"
+    assert time.monotonic() - started >= 0.25
+    info = await handle.info()
+    assert info.attempts == 2
+
+
+async def test_graceful_stop_finishes_short_jobs_and_releases_long_ones(app: Conveyor) -> None:
+    started = 0
+    all_started = asyncio.Event()
+
+    @app.task()
+    async def short() -> str:
+        nonlocal started
+        started += 1
+        if started == 2:
+            all_started.set()
+        await asyncio.sleep(0.2)
+        return "short"
+
+    @app.task()
+    async def long() -> str:
+        nonlocal started
+        started += 1
+        if started == 2:
+            all_started.set()
+        await asyncio.sleep(30)
+        return "long"
+
+    worker = Worker(app, shutdown_grace=0.6)
+    task = asyncio.create_task(worker.run())
+    quick = await short.enqueue()
+    slow = await long.enqueue()
+    await asyncio.wait_for(all_started.wait(), 5)
+    worker.stop()
+    await asyncio.wait_for(task, 10)
+    assert (await quick.info()).status is JobStatus.COMPLETED
+    released = await slow.info()
+    assert released.status is JobStatus.PENDING
+    assert released.attempts == 0  # a shutdown does not spend the retry budget
+    assert worker.stats.released == 1
+
+
+async def test_process_tasks_run_in_a_child(tmp_path: Path) -> None:
+    spec = f"{Path(__file__).parent / 'proc_tasks.py'}:app"
+    app = load_app(spec)
+    square = app.get_task("square")
+    sleepy = app.get_task("sleepy")
+    refuse = app.get_task("refuse")
+    die = app.get_task("die")
+    marker = tmp_path / "pid"
+    async with running(Worker(app, processes=2)):
+        result = await (await square.enqueue(7)).result(timeout=60)
+        assert result["value"] == 49
+        assert result["pid"] != os.getpid()
+
+        timed = await sleepy.enqueue(30, str(marker))
+        with pytest.raises(JobFailedError) as caught:
+            await timed.result(timeout=60)
+        assert caught.value.error is not None
+        assert caught.value.error["details"]["reason"].startswith("timeout")
+        child = int(marker.read_text())
+        for _ in range(100):  # the timed-out child is killed, not left running
+            try:
+                os.kill(child, 0)
+            except ProcessLookupError:
+                break
+            await asyncio.sleep(0.05)
+        else:
+            pytest.fail("timed-out child process still alive")
+
+        refused = await refuse.enqueue()
+        with pytest.raises(JobFailedError) as caught:
+            await refused.result(timeout=60)
+        assert caught.value.error is not None
+        assert caught.value.error["details"]["exceptionType"] == "conveyor.errors.NonRetryableError"
+
+        died = await die.enqueue()
+        with pytest.raises(JobFailedError) as caught:
+            await died.result(timeout=60)
+        assert caught.value.error is not None
+        assert caught.value.error["details"]["reason"].startswith("process_died")
