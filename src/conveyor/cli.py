@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from functools import wraps
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -304,6 +305,50 @@ def queues(url: str | None) -> None:
             str(q.cancelled),
         )
     Console().print(table)
+
+
+@main.command()
+@click.option("--url", default=None, help="store URL (default: a throwaway SQLite file)")
+@click.option("--jobs", default=20_000, show_default=True, type=click.IntRange(1, 10_000_000))
+@concurrency_option
+@click.option(
+    "--json",
+    "json_path",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="also write the figures to this JSON file",
+)
+@_friendly
+def bench(url: str | None, jobs: int, concurrency: int, json_path: str | None) -> None:
+    """Measure enqueue and end-to-end throughput with no-op jobs."""
+    import shutil
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from conveyor.benchmark import default_url, run_bench
+
+    scratch = None
+    if url is None:
+        url, scratch = default_url()
+    console = Console()
+    with console.status(f"benchmarking {jobs:,} jobs on {url} ..."):
+        try:
+            result = _collect(lambda: run_bench(url, jobs, concurrency))
+        finally:
+            if scratch is not None:
+                shutil.rmtree(scratch, ignore_errors=True)
+    table = Table("figure", "value", title=f"conveyor bench — {result.machine}")
+    table.add_row("store", result.url)
+    table.add_row("jobs / concurrency", f"{result.jobs:,} / {result.concurrency}")
+    table.add_row("enqueue_many", f"{result.enqueue_many_per_s:,.0f} jobs/s")
+    table.add_row("enqueue (one at a time)", f"{result.enqueue_single_per_s:,.0f} jobs/s")
+    table.add_row("drain, one worker process", f"{result.drain_per_s:,.0f} jobs/s")
+    table.add_row("end to end (enqueue all, then drain)", f"{result.end_to_end_per_s:,.0f} jobs/s")
+    table.add_row("peak RSS", f"{result.peak_rss_mb:.0f} MB")
+    console.print(table)
+    if json_path:
+        Path(json_path).write_bytes(dumps(result.as_dict()))
 
 
 T = TypeVar("T")
