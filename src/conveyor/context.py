@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 from contextvars import ContextVar
 from dataclasses import dataclass
 
 from conveyor.job import Job
 
-ProgressSink = Callable[[str, int, int], Awaitable[bool]]
+ProgressSink = Callable[[str, int, int], Coroutine[Any, Any, bool]]
 
 
 @dataclass(slots=True)

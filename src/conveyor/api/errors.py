@@ -1,0 +1,203 @@
+"""One error shape for every failure: ``{"error": {"code", "message", "details"}}``.
+
+Conveyor's own exceptions, FastAPI's request validation errors and Starlette's HTTP
+exceptions (unknown route, wrong method, ...) are all rendered here. Input is validated
+at the edge, so a request cannot reach an unexpected exception; the last-resort handler
+exists for bugs only, logs them, and still answers in the error shape without a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import orjson
+import pydantic
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+from starlette.responses import JSONResponse as _StarletteJSONResponse
+from starlette.responses import Response
+
+from conveyor.errors import (
+    BackendError,
+    ConfigurationError,
+    ConflictError,
+    ConveyorError,
+    JobNotFoundError,
+    QueueFullError,
+    SerializationError,
+    ValidationError,
+)
+
+logger = logging.getLogger(__name__)
+
+#: Seconds a client should wait before retrying when the store is unavailable.
+UNAVAILABLE_RETRY_AFTER = 5
+
+#: Error codes of the HTTP statuses Starlette and the middleware raise themselves.
+CODE_OF_STATUS = {
+    400: "BAD_REQUEST",
+    401: "UNAUTHORIZED",
+    403: "FORBIDDEN",
+    404: "NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
+    409: "CONFLICT",
+    413: "PAYLOAD_TOO_LARGE",
+    415: "UNSUPPORTED_MEDIA_TYPE",
+    422: "VALIDATION_ERROR",
+    429: "RATE_LIMITED",
+    503: "UNAVAILABLE",
+}
+
+
+class JSONResponse(_StarletteJSONResponse):
+    """A JSON response encoded with orjson (a Starlette ``JSONResponse``, so that
+    FastAPI documents response models for it)."""
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
+def error_body(code: str, message: str, details: Mapping[str, Any] | None = None) -> bytes:
+    """Encode the error shape (never fails: undecodable details are dropped)."""
+    try:
+        return orjson.dumps({"error": {"code": code, "message": message, "details": details or {}}})
+    except orjson.JSONEncodeError:  # e.g. a lone surrogate from a lenient ASGI server
+        safe = message.encode("utf-8", "replace").decode("utf-8")
+        return orjson.dumps({"error": {"code": code, "message": safe, "details": {}}})
+
+
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    details: Mapping[str, Any] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> Response:
+    """An error-shaped response."""
+    return Response(
+        error_body(code, message, details),
+        status_code=status,
+        headers=dict(headers or {}),
+        media_type="application/json",
+    )
+
+
+def shorten(text: str, limit: int = 100) -> str:
+    """Clip client-supplied text before echoing it back (and make it encodable)."""
+    clipped = text if len(text) <= limit else text[:limit] + "…"
+    return clipped.encode("utf-8", "replace").decode("utf-8")
+
+
+def field_errors(errors: Sequence[Any], prefix: Sequence[str | int] = ()) -> list[dict[str, Any]]:
+    """Field-level errors from pydantic, without the offending input (it may be huge).
+
+    Each is ``{"loc": [...], "message": ..., "type": ...}``.
+    """
+    out: list[dict[str, Any]] = []
+    for err in errors[:50]:
+        loc = [
+            part if isinstance(part, int) else shorten(str(part))
+            for part in (*prefix, *err.get("loc", ()))
+        ]
+        out.append({"loc": loc, "message": str(err.get("msg", "")), "type": str(err.get("type"))})
+    return out
+
+
+def summarize(errors: list[dict[str, Any]], what: str) -> str:
+    """One line naming the first failing field."""
+    if not errors:
+        return what
+    first = errors[0]
+    where = ".".join(str(part) for part in first["loc"])
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return f"{what}: {where}: {first['message']}{more}"
+
+
+def validation_error(
+    exc: pydantic.ValidationError, what: str, prefix: Sequence[str | int] = ()
+) -> ValidationError:
+    """Turn a pydantic error into Conveyor's, with field-level details."""
+    errors = field_errors(exc.errors(include_url=False, include_input=False), prefix)
+    return ValidationError(summarize(errors, what), {"errors": errors})
+
+
+def _conveyor_error(exc: ConveyorError) -> Response:
+    if isinstance(exc, ValidationError):
+        return error_response(422, exc.code, exc.message, exc.details)
+    if isinstance(exc, SerializationError):
+        return error_response(422, "VALIDATION_ERROR", str(exc))
+    if isinstance(exc, JobNotFoundError):
+        job_id = shorten(exc.job_id)
+        return error_response(404, "NOT_FOUND", f"job {job_id!r} not found", {"jobId": job_id})
+    if isinstance(exc, ConflictError):
+        return error_response(409, "CONFLICT", str(exc))
+    if isinstance(exc, QueueFullError):
+        retry_after = str(max(1, math.ceil(exc.retry_after)))
+        return error_response(
+            429,
+            "QUEUE_FULL",
+            str(exc),
+            {"queue": exc.queue, "retryAfter": exc.retry_after},
+            {"Retry-After": retry_after},
+        )
+    # BackendError, a store URL that cannot be opened, or anything else the core raises
+    # that no input can cause: the service cannot do its job right now.
+    if not isinstance(exc, BackendError):
+        level = logging.ERROR if isinstance(exc, ConfigurationError) else logging.WARNING
+        logger.log(level, "request failed: %s", exc)
+    return error_response(
+        503,
+        "UNAVAILABLE",
+        "the job store is unavailable; retry later",
+        {"reason": str(exc)} if isinstance(exc, BackendError) else {},
+        {"Retry-After": str(UNAVAILABLE_RETRY_AFTER)},
+    )
+
+
+async def _on_conveyor_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ConveyorError)
+    return _conveyor_error(exc)
+
+
+async def _on_request_validation(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    raw = [
+        {"loc": e.get("loc", ()), "msg": e.get("msg", ""), "type": e.get("type", "")}
+        for e in exc.errors()
+    ]
+    errors = field_errors(raw)
+    return error_response(
+        422, "VALIDATION_ERROR", summarize(errors, "invalid request"), {"errors": errors}
+    )
+
+
+async def _on_http_exception(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = CODE_OF_STATUS.get(exc.status_code, "HTTP_ERROR")
+    message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ").lower()
+    if exc.status_code == 404 and message == "Not Found":
+        message = f"no such resource: {shorten(request.url.path)}"
+    elif exc.status_code == 405 and message == "Method Not Allowed":
+        message = f"method {shorten(request.method, 20)} is not allowed here"
+    return error_response(exc.status_code, code, message, headers=exc.headers)
+
+
+async def _on_unexpected(request: Request, exc: Exception) -> Response:
+    # A bug, not bad input (input is validated at the edge) and not the store (store
+    # calls go through `backend_errors`). Log it; answer without the traceback.
+    logger.error(
+        "unhandled error in %s %s", request.method, shorten(request.url.path), exc_info=exc
+    )
+    return error_response(500, "INTERNAL_ERROR", "internal error")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Route every failure of ``app`` to the error shape."""
+    app.add_exception_handler(ConveyorError, _on_conveyor_error)
+    app.add_exception_handler(RequestValidationError, _on_request_validation)
+    app.add_exception_handler(HTTPException, _on_http_exception)
+    app.add_exception_handler(Exception, _on_unexpected)

@@ -1,0 +1,158 @@
+"""Pure ASGI middleware: bearer-token auth and the request body limit.
+
+Both act on headers before any of the body is read, and answer in the error shape.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Sequence
+
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from conveyor.api.errors import error_body
+
+#: Path prefixes that need a token when tokens are configured.
+PROTECTED_PREFIXES = ("/api", "/ws", "/metrics")
+
+
+async def _send_error(
+    send: Send,
+    status: int,
+    code: str,
+    message: str,
+    extra_headers: Sequence[tuple[bytes, bytes]] = (),
+) -> None:
+    body = error_body(code, message)
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        *extra_headers,
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _route_path(scope: Scope) -> str:
+    path: str = scope.get("path", "")
+    root: str = scope.get("root_path", "")
+    return path[len(root) :] if root and path.startswith(root) else path
+
+
+class BodyTooLargeError(HTTPException):
+    """Raised from ``receive`` once a streamed body passes the limit."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"request body exceeds {limit} bytes")
+
+
+class BodyLimitMiddleware:
+    """Refuse request bodies over ``max_body_bytes`` with 413 PAYLOAD_TOO_LARGE.
+
+    A declared ``Content-Length`` over the limit is refused before the app runs. Bodies
+    without one (chunked) are counted as they stream; the app's read fails with
+    :class:`BodyTooLargeError` as soon as the count passes the limit, so an oversized
+    body is never held whole.
+    """
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.max_body_bytes
+        lengths = [v for k, v in scope.get("headers", ()) if k == b"content-length"]
+        if lengths:
+            if len(lengths) > 1 or not lengths[0].isdigit() or len(lengths[0]) > 19:
+                await _send_error(send, 400, "BAD_REQUEST", "invalid Content-Length header")
+                return
+            if int(lengths[0]) > limit:
+                await _send_error(
+                    send,
+                    413,
+                    "PAYLOAD_TOO_LARGE",
+                    f"request body exceeds {limit} bytes",
+                    [(b"connection", b"close")],
+                )
+                return
+
+        received = 0
+        started = False
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise BodyTooLargeError(limit)
+            return message
+
+        async def tracked_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracked_send)
+        except BodyTooLargeError as exc:
+            if started:
+                raise
+            await _send_error(
+                send, 413, "PAYLOAD_TOO_LARGE", str(exc.detail), [(b"connection", b"close")]
+            )
+
+
+class BearerAuthMiddleware:
+    """Require ``Authorization: Bearer <token>`` on /api, /ws and /metrics.
+
+    Every configured token is compared in constant time (no early exit), so timing
+    reveals neither which token nor how much of one matched.
+    """
+
+    def __init__(self, app: ASGIApp, tokens: Sequence[str]) -> None:
+        self.app = app
+        self._tokens = [token.encode() for token in tokens]
+
+    def _protected(self, scope: Scope) -> bool:
+        path = _route_path(scope)
+        return any(path == p or path.startswith(p + "/") for p in PROTECTED_PREFIXES)
+
+    def _authorized(self, scope: Scope) -> bool:
+        values = [v for k, v in scope.get("headers", ()) if k == b"authorization"]
+        if len(values) != 1:
+            return False
+        scheme, _, token = values[0].strip().partition(b" ")
+        token = token.strip()
+        if scheme.lower() != b"bearer" or not token:
+            return False
+        matched = False
+        for candidate in self._tokens:
+            matched |= hmac.compare_digest(token, candidate)
+        return matched
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] not in ("http", "websocket")
+            or not self._tokens
+            or not self._protected(scope)
+            or self._authorized(scope)
+        ):
+            await self.app(scope, receive, send)
+            return
+        if scope["type"] == "websocket":
+            # Refusing before accept makes the server answer the handshake with 403.
+            await send({"type": "websocket.close", "code": 1008, "reason": "unauthorized"})
+            return
+        await _send_error(
+            send,
+            401,
+            "UNAUTHORIZED",
+            "a valid bearer token is required",
+            [(b"www-authenticate", b"Bearer")],
+        )

@@ -1,0 +1,236 @@
+"""``/api/v1/jobs``: submit, inspect, list, cancel and retry jobs."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any
+
+import orjson
+import pydantic
+from fastapi import APIRouter, Depends, Header, Path, Query, Request
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
+
+from conveyor.api.deps import backend_errors, get_checker, get_conveyor, open_backend
+from conveyor.api.errors import JSONResponse, shorten, validation_error
+from conveyor.api.params import ParameterChecker
+from conveyor.api.schemas import (
+    ERROR_DEFAULT,
+    JOB_ID,
+    ErrorResponse,
+    JobList,
+    JobOut,
+    SubmitJob,
+    SubmittedJob,
+    format_instant,
+    render_job,
+)
+from conveyor.app import Conveyor
+from conveyor.backends.base import JobFilter
+from conveyor.errors import JobNotFoundError, ValidationError
+from conveyor.job import Job, JobStatus
+from conveyor.task import make_job_options
+
+router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"], responses=ERROR_DEFAULT)
+
+App = Annotated[Conveyor, Depends(get_conveyor)]
+JobId = Annotated[str, Path(description="the job's id")]
+
+
+def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    described = {
+        401: "missing or wrong bearer token",
+        404: "no such job",
+        409: "the job's state does not allow this",
+        413: "request body too large",
+        415: "the body is not JSON",
+        422: "invalid request",
+        429: "the queue is full",
+        503: "the store is unavailable",
+    }
+    return {s: {"model": ErrorResponse, "description": described[s]} for s in statuses}
+
+
+def _job_location(request: Request, job_id: str) -> str:
+    return f"{request.scope.get('root_path', '')}/api/v1/jobs/{job_id}"
+
+
+def _checked_id(job_id: str) -> str:
+    # An id that cannot be one of ours is simply not found; the store never sees it.
+    if not JOB_ID.fullmatch(job_id):
+        raise JobNotFoundError(shorten(job_id))
+    return job_id
+
+
+def _is_json(content_type: str) -> bool:
+    media = content_type.partition(";")[0].strip().lower()
+    return media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    )
+
+
+async def _read_submission(request: Request) -> SubmitJob:
+    content_type = request.headers.get("content-type")
+    if content_type is not None and not _is_json(content_type):
+        raise HTTPException(415, "the request body must be JSON (Content-Type: application/json)")
+    body = await request.body()
+    if not body.strip():
+        raise ValidationError("the request body is required", {"errors": []})
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise ValidationError(
+            "the request body is not valid JSON", {"reason": shorten(str(exc), 200)}
+        ) from None
+    if not isinstance(payload, dict):
+        raise ValidationError("the request body must be a JSON object", {"errors": []})
+    try:
+        return SubmitJob.model_validate(payload)
+    except pydantic.ValidationError as exc:
+        raise validation_error(exc, "invalid job submission", ("body",)) from None
+
+
+def _idempotency_key(header: str | None, submission: SubmitJob) -> str | None:
+    body = submission.idempotency_key
+    if header is not None and body is not None and header != body:
+        raise ValidationError(
+            "the Idempotency-Key header and idempotencyKey differ",
+            {"errors": [{"loc": ["header", "Idempotency-Key"], "message": "differs from body"}]},
+        )
+    return header if header is not None else body
+
+
+_SUBMIT_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": SubmitJob.model_json_schema(by_alias=True)}},
+    }
+}
+
+
+@router.post(
+    "",
+    status_code=202,
+    response_model=SubmittedJob,
+    summary="Submit a job",
+    openapi_extra=_SUBMIT_BODY,
+    responses={
+        200: {"model": SubmittedJob, "description": "the idempotency key names an existing job"},
+        **_errors(401, 413, 415, 422, 429, 503),
+    },
+)
+async def submit_job(
+    request: Request,
+    conveyor: App,
+    checker: Annotated[ParameterChecker, Depends(get_checker)],
+    idempotency_key: Annotated[
+        str | None,
+        Header(alias="Idempotency-Key", min_length=1, max_length=255),
+    ] = None,
+) -> Response:
+    """Enqueue a job of a registered task type.
+
+    Answers 202 with ``Location`` for a new job; 200 with the same ``jobId`` when the
+    idempotency key (header ``Idempotency-Key`` or body ``idempotencyKey``) was seen.
+    """
+    submission = await _read_submission(request)
+    key = _idempotency_key(idempotency_key, submission)
+    task = conveyor.get_task(submission.type)
+    args, kwargs = checker.check(task, submission.parameters)
+    options = make_job_options(
+        delay=submission.delay,
+        run_at=submission.run_at_timestamp(),
+        priority=submission.priority,
+        idempotency_key=key,
+        queue=submission.queue,
+        retries=submission.max_retries,
+        timeout=submission.timeout,
+        callback_url=submission.callback_url,
+        callback_secret=submission.callback_secret,
+    )
+    job = task.build_job(args, kwargs, options, time.time())
+    with backend_errors():
+        (result,) = await conveyor.enqueue_jobs([job])
+    stored = result.job
+    return JSONResponse(
+        {
+            "jobId": stored.id,
+            "status": stored.status.value,
+            "createdAt": format_instant(stored.created_at),
+        },
+        status_code=202 if result.created else 200,
+        headers={"Location": _job_location(request, stored.id)},
+    )
+
+
+@router.get(
+    "",
+    response_model=JobList,
+    summary="List jobs",
+    responses=_errors(401, 422, 503),
+)
+async def list_jobs(
+    conveyor: App,
+    status: Annotated[JobStatus | None, Query(description="only jobs in this state")] = None,
+    type: Annotated[str | None, Query(max_length=200, description="only this task type")] = None,
+    queue: Annotated[str | None, Query(max_length=100, description="only this queue")] = None,
+    limit: Annotated[int, Query(ge=1, le=500, description="page size")] = 50,
+    cursor: Annotated[
+        str | None,
+        Query(max_length=200, pattern=r"^[A-Za-z0-9_.:=-]+$", description="from nextCursor"),
+    ] = None,
+) -> Response:
+    """Jobs, newest first, one page at a time."""
+    backend = await open_backend(conveyor)
+    with backend_errors():
+        page = await backend.list_jobs(
+            JobFilter(status=status, type=type, queue=queue), limit=limit, cursor=cursor
+        )
+    return JSONResponse(
+        {"items": [render_job(job) for job in page.items], "nextCursor": page.next_cursor}
+    )
+
+
+@router.get(
+    "/{job_id}", response_model=JobOut, summary="Get a job", responses=_errors(401, 404, 422, 503)
+)
+async def get_job(conveyor: App, job_id: JobId) -> Response:
+    """A job's record: status, progress, result or error, timings."""
+    checked = _checked_id(job_id)
+    backend = await open_backend(conveyor)
+    with backend_errors():
+        job: Job | None = await backend.get_job(checked)
+    if job is None:
+        raise JobNotFoundError(checked)
+    return JSONResponse(render_job(job))
+
+
+@router.delete(
+    "/{job_id}",
+    response_model=JobOut,
+    summary="Cancel a job",
+    responses=_errors(401, 404, 409, 422, 503),
+)
+async def cancel_job(conveyor: App, job_id: JobId) -> Response:
+    """Cancel a pending or running job; 409 if it has already finished."""
+    checked = _checked_id(job_id)
+    backend = await open_backend(conveyor)
+    with backend_errors():
+        job = await backend.cancel(checked)
+    return JSONResponse(render_job(job))
+
+
+@router.post(
+    "/{job_id}/retry",
+    status_code=202,
+    response_model=JobOut,
+    summary="Retry a job",
+    responses=_errors(401, 404, 409, 422, 503),
+)
+async def retry_job(conveyor: App, job_id: JobId) -> Response:
+    """Send a failed or cancelled job back to pending; 409 for any other state."""
+    checked = _checked_id(job_id)
+    backend = await open_backend(conveyor)
+    with backend_errors():
+        job = await backend.retry(checked)
+    return JSONResponse(render_job(job), status_code=202)

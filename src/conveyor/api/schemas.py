@@ -1,0 +1,235 @@
+"""Request and response models, and how a job record is shown over HTTP.
+
+Responses are rendered straight to dicts by :func:`render_job` (no model round trip on
+the hot path); the response models document the same shape in the OpenAPI spec.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic.alias_generators import to_camel
+
+from conveyor.job import Job, JobStatus
+
+#: The longest delay a job may be submitted with: ten years.
+MAX_DELAY_SECONDS = 315_360_000.0
+#: Instants a job may be scheduled at (exclusive of the edges of `datetime`).
+_MIN_RUN_AT = datetime(1970, 1, 1, tzinfo=UTC)
+_MAX_RUN_AT = datetime(9999, 1, 1, tzinfo=UTC)
+
+_RFC3339 = re.compile(
+    r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})", re.ASCII
+)
+QUEUE_PATTERN = r"^[^/\x00-\x1f\x7f]+$"
+#: Job ids are UUIDs; anything outside this set cannot name a job.
+JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}", re.ASCII)
+
+
+class _Camel(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
+
+
+class SubmitJob(BaseModel):
+    """The body of ``POST /api/v1/jobs``."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        extra="forbid",
+        strict=True,
+        title="SubmitJob",
+        json_schema_extra={
+            "example": {"type": "send_email", "parameters": {"to": "a@example.com"}}
+        },
+    )
+
+    type: str = Field(min_length=1, max_length=200, description="the task's registered name")
+    parameters: dict[str, Any] | list[Any] = Field(
+        default_factory=dict,
+        description="keyword arguments as an object, or positional arguments as an array",
+    )
+    queue: str | None = Field(None, min_length=1, max_length=100, pattern=QUEUE_PATTERN)
+    priority: int | None = Field(
+        None, ge=-1_000_000, le=1_000_000, description="higher runs first within a queue"
+    )
+    delay: float | None = Field(
+        None, ge=0, le=MAX_DELAY_SECONDS, description="seconds to wait before running"
+    )
+    run_at: str | None = Field(
+        None,
+        max_length=40,
+        description="RFC 3339 instant to run at, e.g. 2030-01-01T00:00:00Z",
+        json_schema_extra={"format": "date-time"},
+    )
+    max_retries: int | None = Field(None, ge=0, le=1000)
+    timeout: float | None = Field(None, gt=0, le=31_536_000, description="seconds per attempt")
+    idempotency_key: str | None = Field(None, min_length=1, max_length=255)
+    callback_url: str | None = Field(None, min_length=1, max_length=2048)
+    callback_secret: str | None = Field(None, min_length=1, max_length=1024)
+
+    @field_validator("run_at")
+    @classmethod
+    def _check_run_at(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_instant(value)
+        return value
+
+    @field_validator("callback_url")
+    @classmethod
+    def _check_callback_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not value.isprintable() or any(c.isspace() for c in value):
+            raise ValueError("must not contain spaces or control characters")
+        try:
+            parts = urlsplit(value)
+            parts.port  # noqa: B018 - raises on a malformed port
+        except ValueError as exc:
+            raise ValueError(f"not a URL: {exc}") from None
+        if parts.scheme not in {"http", "https"} or not parts.hostname:
+            raise ValueError("must be an absolute http:// or https:// URL")
+        return value
+
+    def run_at_timestamp(self) -> float | None:
+        """``runAt`` as seconds since the epoch."""
+        return None if self.run_at is None else parse_instant(self.run_at)
+
+
+def parse_instant(value: str) -> float:
+    """Parse an RFC 3339 instant (offset required) to epoch seconds.
+
+    Raises:
+        ValueError: not RFC 3339, or outside 1970-9999.
+    """
+    if not _RFC3339.fullmatch(value):
+        raise ValueError("must be an RFC 3339 instant with an offset, e.g. 2030-01-01T00:00:00Z")
+    try:
+        instant = datetime.fromisoformat(value.upper().replace(" ", "T"))
+        if not _MIN_RUN_AT <= instant < _MAX_RUN_AT:
+            raise ValueError("must be between 1970 and 9999")
+    except (ValueError, OverflowError) as exc:
+        raise ValueError(f"invalid instant: {exc}") from None
+    return instant.timestamp()
+
+
+def format_instant(ts: float) -> str:
+    """Epoch seconds as RFC 3339 UTC with milliseconds: ``2030-01-01T00:00:00.000Z``."""
+    try:
+        instant = datetime.fromtimestamp(ts, UTC)
+    except (OverflowError, OSError, ValueError):
+        instant = datetime.max.replace(tzinfo=UTC) if ts > 0 else datetime.min.replace(tzinfo=UTC)
+    return instant.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def render_parameters(job: Job) -> Any:
+    """A job's arguments as submitted: an object of keyword arguments, or an array."""
+    if job.args and not job.kwargs:
+        return list(job.args)
+    return dict(job.kwargs)
+
+
+def render_job(job: Job) -> dict[str, Any]:
+    """A job record as the API shows it (camelCase; never the callback secret)."""
+    out: dict[str, Any] = {
+        "jobId": job.id,
+        "type": job.type,
+        "status": job.status.value,
+        "queue": job.queue,
+        "priority": job.priority,
+        "progress": job.progress,
+        "parameters": render_parameters(job),
+        "attempts": job.attempts,
+        "maxRetries": job.max_retries,
+        "createdAt": format_instant(job.created_at),
+        "runAt": format_instant(job.run_at),
+    }
+    if job.args and job.kwargs:  # positional-only and keyword arguments together
+        out["args"] = list(job.args)
+    if job.status is JobStatus.COMPLETED:
+        out["result"] = job.result
+    if job.error is not None:
+        out["error"] = job.error
+    if job.timeout is not None:
+        out["timeout"] = job.timeout
+    if job.started_at is not None:
+        out["startedAt"] = format_instant(job.started_at)
+    if job.completed_at is not None:
+        out["completedAt"] = format_instant(job.completed_at)
+    if job.idempotency_key is not None:
+        out["idempotencyKey"] = job.idempotency_key
+    if job.callback_url is not None:
+        out["callbackUrl"] = job.callback_url
+    if job.webhook is not None:
+        out["webhook"] = job.webhook
+    return out
+
+
+# -- response models (OpenAPI documentation of the dicts above) -------------------------
+class ErrorInfo(BaseModel):
+    """What went wrong."""
+
+    code: str = Field(examples=["NOT_FOUND"])
+    message: str
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class ErrorResponse(BaseModel):
+    """The shape of every error answer."""
+
+    error: ErrorInfo
+
+
+class SubmittedJob(_Camel):
+    """The answer to a submission."""
+
+    job_id: str
+    status: JobStatus
+    created_at: datetime
+
+
+class JobOut(_Camel):
+    """A job record."""
+
+    job_id: str
+    type: str
+    status: JobStatus
+    queue: str
+    priority: int
+    progress: int = Field(ge=0, le=100)
+    parameters: dict[str, Any] | list[Any]
+    args: list[Any] | None = Field(None, description="positional arguments, when both kinds")
+    result: Any = Field(None, description="present when completed")
+    error: ErrorInfo | None = Field(None, description="present when the job failed")
+    attempts: int
+    max_retries: int
+    timeout: float | None = None
+    created_at: datetime
+    run_at: datetime
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    idempotency_key: str | None = None
+    callback_url: str | None = None
+    webhook: dict[str, Any] | None = Field(None, description="webhook delivery state")
+
+
+class JobList(_Camel):
+    """One page of jobs, newest first."""
+
+    items: list[JobOut]
+    next_cursor: str | None = Field(description="pass as `cursor` for the next page")
+
+
+class Health(BaseModel):
+    """Liveness or readiness."""
+
+    status: str = Field(examples=["ok"])
+
+
+#: Documents, on every route, that any other error has the error shape.
+ERROR_DEFAULT: dict[int | str, dict[str, Any]] = {
+    "default": {"model": ErrorResponse, "description": "an error (every error has this shape)"}
+}
