@@ -117,7 +117,7 @@ class JobCancelledError(ConveyorError):
         self.job_id = job_id
 
 
-class Retry(Exception):  # noqa: N818 - a control-flow signal, named as a verb
+class Retry(Exception):
     """Raised by task code to run the job again later.
 
     Args:

@@ -60,9 +60,7 @@ class Settings:
             raise ConfigurationError(f"{ENV_PREFIX}URL must not be empty")
 
     @classmethod
-    def from_env(
-        cls, environ: Mapping[str, str] | None = None, **overrides: Any
-    ) -> Settings:
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         """Build settings from ``overrides`` (when not ``None``), then the environment.
 
         Args:

@@ -132,7 +132,9 @@ def make_job_options(
     timeout_s = _seconds(timeout, "timeout")
     check_timeout(timeout_s)
     if idempotency_key is not None and not 0 < len(idempotency_key) <= 255:
-        raise ValidationError("idempotency key must be 1-255 characters", {"field": "idempotencyKey"})
+        raise ValidationError(
+            "idempotency key must be 1-255 characters", {"field": "idempotencyKey"}
+        )
     if priority is not None and not -1_000_000 <= priority <= 1_000_000:
         raise ValidationError("priority must be within ±1,000,000", {"field": "priority"})
     return JobOptions(
@@ -170,9 +172,7 @@ class Task(Generic[P, R]):
         params = self.signature.parameters.values()
         # Arguments are stored by name when the signature allows it, so the API and the
         # dashboard show them as an object and a retry survives a reordered signature.
-        self._by_name = all(
-            p.kind not in (p.POSITIONAL_ONLY, p.VAR_POSITIONAL) for p in params
-        )
+        self._by_name = all(p.kind not in (p.POSITIONAL_ONLY, p.VAR_POSITIONAL) for p in params)
         self.__doc__ = fn.__doc__
         self.__name__ = getattr(fn, "__name__", options.name)
         self.__qualname__ = getattr(fn, "__qualname__", self.__name__)
@@ -195,9 +195,7 @@ class Task(Generic[P, R]):
         try:
             bound = self.signature.bind(*args, **kwargs)
         except TypeError as exc:
-            raise InvalidArgumentsError(
-                f"task {self.name!r}: {exc}", {"task": self.name}
-            ) from None
+            raise InvalidArgumentsError(f"task {self.name!r}: {exc}", {"task": self.name}) from None
         if self._by_name:
             stored_args: list[Any] = []
             stored_kwargs: dict[str, Any] = {}

@@ -166,11 +166,17 @@ async def test_thread_tasks_run_off_the_loop_and_report_progress(app: Conveyor) 
         handle = await blocking.enqueue(21)
         assert await handle.result(timeout=10) == 42
     tick_task.cancel()
-    assert threads and threads[0] != threading.main_thread().name
+    assert threads
+    assert threads[0] != threading.main_thread().name
     assert ticks >= 10  # the loop kept running while the thread slept
     backend = await app.backend()
     events = [e for e in await backend.read_events(None, 1000) if e.job_id == handle.id]
-    assert [e.type for e in events] == ["job_created", "job_started", "job_progress", "job_completed"]
+    assert [e.type for e in events] == [
+        "job_created",
+        "job_started",
+        "job_progress",
+        "job_completed",
+    ]
 
 
 async def test_progress_is_recorded_and_published(app: Conveyor) -> None:
@@ -213,7 +219,9 @@ async def test_cancelling_a_running_job_stops_it(app: Conveyor) -> None:
     assert (await handle.info()).status is JobStatus.CANCELLED
 
 
-async def test_unknown_task_type_fails_clearly(app: Conveyor, make_app: Callable[..., Conveyor]) -> None:
+async def test_unknown_task_type_fails_clearly(
+    app: Conveyor, make_app: Callable[..., Conveyor]
+) -> None:
     @app.task()
     async def known() -> None:
         return None

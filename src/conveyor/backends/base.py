@@ -123,9 +123,7 @@ class Backend(Protocol):
         """The store's clock: the one time every process judges due-ness by."""
 
     # -- producing -------------------------------------------------------------------
-    async def enqueue(
-        self, jobs: Sequence[Job], *, idempotency_ttl: float
-    ) -> list[EnqueueResult]:
+    async def enqueue(self, jobs: Sequence[Job], *, idempotency_ttl: float) -> list[EnqueueResult]:
         """Store new pending jobs atomically, in one round trip.
 
         A job whose ``idempotency_key`` is already remembered is not stored; the result

@@ -179,9 +179,9 @@ class InMemoryBackend:
                         best = (ready[0][:2], queue)
                 if best is None:
                     break
-                job = self._pop_ready(best[1])
-                if job is not None:
-                    out.append(self._lease(job, worker_id, now, lease_seconds))
+                popped = self._pop_ready(best[1])
+                if popped is not None:
+                    out.append(self._lease(popped, worker_id, now, lease_seconds))
         return out
 
     async def renew(
@@ -217,7 +217,9 @@ class InMemoryBackend:
                 if job.status is JobStatus.PENDING:
                     self._schedule(job, now)
                     notify = True
-                self._emit(EVENT_OF_OUTCOME[outcome.kind], job, now, outcome_event_data(outcome, job))
+                self._emit(
+                    EVENT_OF_OUTCOME[outcome.kind], job, now, outcome_event_data(outcome, job)
+                )
                 accepted.append(True)
             if notify:
                 self._notify()
@@ -238,11 +240,7 @@ class InMemoryBackend:
         event = asyncio.Event()
         with self._lock:
             now = float(self._clock())
-            due = [
-                heap[0][0]
-                for q in queues
-                if (heap := self._delayed.get(q))
-            ]
+            due = [heap[0][0] for q in queues if (heap := self._delayed.get(q))]
             expiring = [
                 j.lease_expires_at
                 for j in self._running.values()
@@ -320,7 +318,9 @@ class InMemoryBackend:
             job.completed_at = job.started_at = None
             job.run_at = now
             self._schedule(job, now)
-            self._emit("job_created", job, now, {"queue": job.queue, "taskType": job.type, "retry": True})
+            self._emit(
+                "job_created", job, now, {"queue": job.queue, "taskType": job.type, "retry": True}
+            )
             self._notify()
             return job.copy()
 
@@ -339,7 +339,7 @@ class InMemoryBackend:
 
     async def queue_stats(self) -> list[QueueStats]:
         now = float(self._clock())
-        counts: dict[str, dict[str, int]] = {}
+        counts: dict[str, dict[str, Any]] = {}
         with self._lock:
             for job in self._jobs.values():
                 row = counts.setdefault(job.queue, {})
