@@ -246,7 +246,6 @@ def jobs(
     url: str | None, status: str | None, task_type: str | None, queue: str | None, limit: int
 ) -> None:
     """List recent jobs as a table."""
-    from rich.console import Console
     from rich.table import Table
 
     app = _plain_app(url)
@@ -272,7 +271,7 @@ def jobs(
             _when(job.created_at),
             _when(job.completed_at),
         )
-    Console().print(table)
+    _console().print(table)
 
 
 @main.command()
@@ -280,7 +279,6 @@ def jobs(
 @_friendly
 def queues(url: str | None) -> None:
     """Queue depths as a table."""
-    from rich.console import Console
     from rich.table import Table
 
     app = _plain_app(url)
@@ -304,7 +302,7 @@ def queues(url: str | None) -> None:
             str(q.failed),
             str(q.cancelled),
         )
-    Console().print(table)
+    _console().print(table)
 
 
 @main.command()
@@ -323,7 +321,6 @@ def bench(url: str | None, jobs: int, concurrency: int, json_path: str | None) -
     """Measure enqueue and end-to-end throughput with no-op jobs."""
     import shutil
 
-    from rich.console import Console
     from rich.table import Table
 
     from conveyor.benchmark import default_url, run_bench
@@ -331,7 +328,7 @@ def bench(url: str | None, jobs: int, concurrency: int, json_path: str | None) -
     scratch = None
     if url is None:
         url, scratch = default_url()
-    console = Console()
+    console = _console()
     with console.status(f"benchmarking {jobs:,} jobs on {url} ..."):
         try:
             result = _collect(lambda: run_bench(url, jobs, concurrency))
@@ -352,6 +349,13 @@ def bench(url: str | None, jobs: int, concurrency: int, json_path: str | None) -
 
 
 T = TypeVar("T")
+
+
+def _console() -> Any:
+    from rich.console import Console
+
+    # Piped output is not cut to 80 columns: job ids must survive `| grep`.
+    return Console() if sys.stdout.isatty() else Console(width=250)
 
 
 def _collect(fn: Callable[[], Coroutine[Any, Any, T]]) -> T:

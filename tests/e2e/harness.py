@@ -27,14 +27,14 @@ def free_port() -> int:
 
 def conveyor(*args: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     """Start ``python -m conveyor ARGS`` in its own session, logging to ``log``."""
-    out = log.open("ab")
-    return subprocess.Popen(
-        [sys.executable, "-m", "conveyor", "--log-level", "info", *args],
-        env={**os.environ, **env},
-        stdout=out,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    with log.open("ab") as out:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(
+            [sys.executable, "-m", "conveyor", "--log-level", "info", *args],
+            env={**os.environ, **env},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
 
 def wait_ready(base_url: str, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:

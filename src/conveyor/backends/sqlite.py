@@ -1,0 +1,616 @@
+"""The embedded store (``sqlite:///relative.db``, ``sqlite:////absolute.db``).
+
+Durable and safe for several local processes (API, workers, scheduler) sharing one file:
+
+- WAL journal, ``synchronous=FULL`` by default, so an acknowledged write survives power
+  loss. ``?synchronous=NORMAL`` is faster but only survives an application crash (the
+  last commits may be lost if the machine loses power). ``?timeout=S`` sets how long a
+  writer waits for the lock (default 5 s).
+- Every write is one ``BEGIN IMMEDIATE`` transaction, so two processes claiming jobs
+  serialize on the write lock and never hand out the same job twice.
+- All database work of one instance runs on one dedicated thread that owns the
+  connection. Each public coroutine makes exactly one hop to that thread, carrying its
+  whole transaction, so an instance may be used from any event loop and thread.
+- An idle worker's ``wait_for_work`` wakes at once for an enqueue made through any
+  instance in this process, within ``poll_interval`` (20 ms) for a commit made by another
+  process (seen through ``PRAGMA data_version``), and at the next delayed job's due time
+  or lease expiry.
+
+``sqlite:///:memory:`` is refused: each connection would get its own empty database, so
+processes and event loops would not share jobs. Use ``memory://`` for that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import functools
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from conveyor.backends._common import (
+    EVENT_OF_OUTCOME,
+    EVENT_RETENTION,
+    STATUS_OF_OUTCOME,
+    apply_outcome,
+    lease_expired_error,
+    outcome_event_data,
+)
+from conveyor.backends._sqlite_conn import (
+    SQLiteOptions,
+    connect,
+    parse_sqlite_url,
+    subscribe,
+    transaction,
+    unsubscribe,
+    wake,
+)
+from conveyor.backends._sqlite_rows import (
+    COLUMNS,
+    FINISHED,
+    IDS,
+    INSERT,
+    SAVE_STATE,
+    SELECT,
+    job_from_row,
+    job_to_row,
+    state_row,
+)
+from conveyor.backends.base import (
+    EnqueueResult,
+    Event,
+    JobFilter,
+    JobPage,
+    Outcome,
+    OutcomeKind,
+    QueueStats,
+)
+from conveyor.errors import (
+    BackendError,
+    BackendUnavailableError,
+    ConflictError,
+    JobNotFoundError,
+    ValidationError,
+)
+from conveyor.job import Job, JobStatus
+from conveyor.serialization import dumps, loads
+
+T = TypeVar("T")
+
+__all__ = ["SQLiteBackend", "SQLiteOptions", "parse_sqlite_url"]
+
+
+@dataclass(frozen=True, slots=True)
+class _Probe:
+    version: int
+    checked: bool
+    now: float = 0.0
+    soonest: float | None = None
+
+
+class SQLiteBackend:
+    """A :class:`~conveyor.backends.base.Backend` on one SQLite file.
+
+    Args:
+        url: ``sqlite:///relative.db`` or ``sqlite:////absolute.db``, with optional
+            ``?synchronous=FULL|EXTRA|NORMAL`` and ``?timeout=SECONDS``.
+        clock: the store's clock (seconds since the epoch); tests inject their own.
+        poll_interval: how often an idle ``wait_for_work`` looks for commits made by
+            other processes, in seconds.
+
+    Raises:
+        ConfigurationError: the URL is malformed.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        clock: Callable[[], float] = time.time,
+        poll_interval: float = 0.02,
+    ) -> None:
+        self.url = url
+        self.options = parse_sqlite_url(url)
+        self.path = self.options.path
+        self._key = os.path.realpath(self.path)
+        self._clock = clock
+        self._poll = poll_interval
+        self._conn: sqlite3.Connection | None = None
+        self._closed = False
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="conveyor-sqlite"
+        )
+
+    def __repr__(self) -> str:
+        return f"<SQLiteBackend {self.path}>"
+
+    # -- the database thread ---------------------------------------------------------
+    def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self._closed:
+            raise BackendUnavailableError(f"SQLite store {self.path} is closed")
+        if self._conn is None:
+            self._conn = connect(self.options)
+        try:
+            return fn(self._conn)
+        except sqlite3.IntegrityError as exc:
+            raise ConflictError(f"SQLite store {self.path}: {exc}") from exc
+        except sqlite3.OperationalError as exc:  # locked past the timeout, disk full, I/O
+            raise BackendUnavailableError(f"SQLite store {self.path}: {exc}") from exc
+        except sqlite3.DatabaseError as exc:
+            raise BackendError(f"SQLite store {self.path}: {exc}") from exc
+
+    def _submit(self, fn: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
+        if self._closed:
+            raise BackendUnavailableError(f"SQLite store {self.path} is closed")
+        # The loop running now, not one remembered: heartbeat threads bring their own.
+        return asyncio.get_running_loop().run_in_executor(self._executor, self._call, fn)
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return await self._submit(fn)
+
+    def _emit(
+        self, conn: sqlite3.Connection, events: Iterable[tuple[str, str, float, Any]]
+    ) -> None:
+        conn.executemany(
+            "INSERT INTO events (type, job_id, at, data) VALUES (?, ?, ?, ?)",
+            [(t, job_id, at, dumps(data).decode()) for t, job_id, at, data in events],
+        )
+
+    def _jobs_by_id(self, conn: sqlite3.Connection, ids: Iterable[str]) -> dict[str, Job]:
+        rows = conn.execute(f"{SELECT} WHERE id IN ({IDS})", (dumps(list(ids)).decode(),))
+        return {row[0]: job_from_row(row) for row in rows}
+
+    # -- lifecycle -------------------------------------------------------------------
+    async def open(self) -> None:
+        """Open the file, switch it to WAL and migrate its schema.
+
+        Raises:
+            BackendUnavailableError: the file cannot be opened or written.
+            ConfigurationError: the file is not a SQLite database, or its schema is newer
+                than this version of Conveyor.
+        """
+        await self._run(lambda conn: None)
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+
+        def close(conn: sqlite3.Connection) -> None:
+            conn.close()
+            self._conn = None
+
+        try:
+            if self._conn is not None:
+                await self._run(close)
+        finally:
+            self._closed = True
+            self._executor.shutdown(wait=False)
+
+    async def ping(self) -> None:
+        await self._run(lambda conn: conn.execute("SELECT 1").fetchone())
+
+    async def now(self) -> float:
+        return float(self._clock())
+
+    # -- producing -------------------------------------------------------------------
+    async def enqueue(self, jobs: Sequence[Job], *, idempotency_ttl: float) -> list[EnqueueResult]:
+        if not jobs:
+            return []
+        batch = list(jobs)
+
+        def run(conn: sqlite3.Connection) -> list[EnqueueResult]:
+            results = transaction(conn, lambda: self._enqueue_tx(conn, batch, idempotency_ttl))
+            if any(r.created for r in results):
+                wake(self._key)
+            return results
+
+        return await self._run(run)
+
+    def _enqueue_tx(
+        self, conn: sqlite3.Connection, jobs: list[Job], ttl: float
+    ) -> list[EnqueueResult]:
+        now = float(self._clock())
+        results: list[EnqueueResult] = []
+        rows: list[tuple[Any, ...]] = []
+        keys: list[tuple[str, str, float]] = []
+        events: list[tuple[str, str, float, Any]] = []
+        in_batch: dict[str, Job] = {}
+        for new in jobs:
+            key = new.idempotency_key
+            if key is not None:
+                existing = in_batch.get(key) or self._remembered(conn, key, now)
+                if existing is not None:
+                    results.append(EnqueueResult(existing.copy(), False))
+                    continue
+            job = new.copy(status=JobStatus.PENDING, attempts=0)
+            job.created_at = job.created_at or now
+            job.run_at = job.run_at or now
+            rows.append(job_to_row(job))
+            if key is not None:
+                in_batch[key] = job
+                keys.append((key, job.id, now + ttl))
+            events.append(("job_created", job.id, now, {"queue": job.queue, "taskType": job.type}))
+            results.append(EnqueueResult(job.copy(), True))
+        conn.executemany(INSERT, rows)
+        conn.executemany("INSERT OR REPLACE INTO idempotency VALUES (?, ?, ?)", keys)
+        self._emit(conn, events)
+        return results
+
+    def _remembered(self, conn: sqlite3.Connection, key: str, now: float) -> Job | None:
+        row = conn.execute(
+            f"{SELECT} WHERE id = (SELECT job_id FROM idempotency "
+            "WHERE key = ? AND expires_at > ?)",
+            (key, now),
+        ).fetchone()
+        return None if row is None else job_from_row(row)
+
+    # -- consuming -------------------------------------------------------------------
+    async def fetch(
+        self, queues: Sequence[str], worker_id: str, limit: int, lease_seconds: float
+    ) -> list[Job]:
+        if limit <= 0 or not queues:
+            return []
+        names = list(dict.fromkeys(queues))
+
+        def run(conn: sqlite3.Connection) -> list[Job]:
+            return transaction(
+                conn, lambda: self._fetch_tx(conn, names, worker_id, limit, lease_seconds)
+            )
+
+        claim = self._submit(run)
+        try:
+            # Shielded: once the thread runs the claim it commits whatever we do here.
+            return await asyncio.shield(claim)
+        except asyncio.CancelledError:
+            claim.add_done_callback(lambda f: self._release_lost_claim(f, worker_id))
+            raise
+
+    def _release_lost_claim(self, claim: asyncio.Future[list[Job]], worker_id: str) -> None:
+        # The caller was cancelled mid-fetch: hand the claimed jobs back at once instead of
+        # leaving them leased to nobody until their leases expire.
+        if claim.cancelled() or claim.exception() is not None or not claim.result():
+            return
+        outcomes = [
+            Outcome(job.id, worker_id, job.attempts, OutcomeKind.RELEASED) for job in claim.result()
+        ]
+        # RuntimeError: closed meanwhile; the leases expire instead.
+        with contextlib.suppress(RuntimeError):
+            self._executor.submit(self._call, lambda conn: self._complete_in_thread(conn, outcomes))
+
+    def _fetch_tx(
+        self,
+        conn: sqlite3.Connection,
+        queues: list[str],
+        worker_id: str,
+        limit: int,
+        lease_seconds: float,
+    ) -> list[Job]:
+        now = float(self._clock())
+        queues_json = dumps(queues).decode()
+        events: list[tuple[str, str, float, Any]] = []
+        changed: list[Job] = []
+        out: list[Job] = []
+        seen: set[str] = set()
+        # Jobs whose worker died come first, oldest expiry first.
+        while len(out) < limit:
+            rows = conn.execute(
+                f"{SELECT} WHERE status = 'running' AND queue IN ({IDS}) "
+                "AND lease_expires_at <= ? ORDER BY lease_expires_at, id LIMIT ?",
+                (queues_json, now, limit - len(out) + len(seen)),
+            ).fetchall()
+            fresh = [job_from_row(row) for row in rows if row[0] not in seen]
+            if not fresh:
+                break
+            for job in fresh:
+                seen.add(job.id)
+                if job.attempts > job.max_retries:
+                    job.status = JobStatus.FAILED
+                    job.error = lease_expired_error(job.attempts)
+                    job.completed_at = now
+                    job.lease_owner = job.lease_expires_at = None
+                    events.append(("job_failed", job.id, now, {"error": job.error}))
+                    changed.append(job)
+                    continue
+                job.status = JobStatus.RUNNING
+                job.attempts += 1
+                job.started_at = now
+                job.lease_owner = worker_id
+                job.lease_expires_at = now + lease_seconds
+                changed.append(job)
+                out.append(job)
+                if len(out) >= limit:
+                    break
+        conn.executemany(SAVE_STATE, [state_row(job) for job in changed])
+        if len(out) < limit:
+            out.extend(
+                self._claim_ready(conn, queues, worker_id, limit - len(out), now, lease_seconds)
+            )
+        events.extend(
+            ("job_started", job.id, now, {"attempt": job.attempts, "workerId": worker_id})
+            for job in out
+        )
+        self._emit(conn, events)
+        return [job.copy() for job in out]
+
+    def _claim_ready(
+        self,
+        conn: sqlite3.Connection,
+        queues: list[str],
+        worker_id: str,
+        limit: int,
+        now: float,
+        lease_seconds: float,
+    ) -> list[Job]:
+        # One index range per queue (the best due jobs of that queue), merged here: a
+        # single ORDER BY over several queues would sort every due job.
+        candidates: list[tuple[int, float, str]] = []
+        for queue in queues:
+            candidates += conn.execute(
+                "SELECT -priority, run_at, id FROM jobs WHERE queue = ? AND status = 'pending' "
+                "AND run_at <= ? ORDER BY priority DESC, run_at, id LIMIT ?",
+                (queue, now, limit),
+            ).fetchall()
+        if not candidates:
+            return []
+        order = [job_id for _, _, job_id in sorted(candidates)[:limit]]
+        rows = conn.execute(
+            "UPDATE jobs SET status = 'running', attempts = attempts + 1, started_at = ?, "
+            f"lease_owner = ?, lease_expires_at = ? WHERE id IN ({IDS}) RETURNING {COLUMNS}",
+            (now, worker_id, now + lease_seconds, dumps(order).decode()),
+        ).fetchall()
+        claimed = {row[0]: job_from_row(row) for row in rows}
+        return [claimed[job_id] for job_id in order]
+
+    async def renew(
+        self, worker_id: str, leases: Mapping[str, int], lease_seconds: float
+    ) -> set[str]:
+        if not leases:
+            return set()
+        pairs = dumps([[job_id, attempt] for job_id, attempt in leases.items()]).decode()
+
+        def tx(conn: sqlite3.Connection) -> set[str]:
+            rows = conn.execute(
+                "UPDATE jobs SET lease_expires_at = ? WHERE status = 'running' "
+                "AND lease_owner = ? AND (id, attempts) IN (SELECT json_extract(value, '$[0]'), "
+                "json_extract(value, '$[1]') FROM json_each(?)) RETURNING id",
+                (float(self._clock()) + lease_seconds, worker_id, pairs),
+            ).fetchall()
+            return {row[0] for row in rows}
+
+        kept = await self._run(lambda conn: transaction(conn, lambda: tx(conn)))
+        return set(leases) - kept
+
+    async def complete(self, outcomes: Sequence[Outcome]) -> list[bool]:
+        if not outcomes:
+            return []
+        batch = list(outcomes)
+        return await self._run(lambda conn: self._complete_in_thread(conn, batch))
+
+    def _complete_in_thread(self, conn: sqlite3.Connection, outcomes: list[Outcome]) -> list[bool]:
+        accepted, requeued = transaction(conn, lambda: self._complete_tx(conn, outcomes))
+        if requeued:
+            wake(self._key)
+        return accepted
+
+    def _complete_tx(
+        self, conn: sqlite3.Connection, outcomes: list[Outcome]
+    ) -> tuple[list[bool], bool]:
+        now = float(self._clock())
+        jobs = self._jobs_by_id(conn, {o.job_id for o in outcomes})
+        accepted: list[bool] = []
+        changed: dict[str, Job] = {}
+        events: list[tuple[str, str, float, Any]] = []
+        requeued = False
+        for outcome in outcomes:
+            job = jobs.get(outcome.job_id)
+            if (
+                job is None
+                or job.status is not JobStatus.RUNNING
+                or job.lease_owner != outcome.worker_id
+                or job.attempts != outcome.attempt
+            ):
+                accepted.append(False)
+                continue
+            apply_outcome(job, outcome, now)
+            requeued = requeued or STATUS_OF_OUTCOME[outcome.kind] is JobStatus.PENDING
+            changed[job.id] = job
+            data = outcome_event_data(outcome, job)
+            events.append((EVENT_OF_OUTCOME[outcome.kind], job.id, now, data))
+            accepted.append(True)
+        conn.executemany(SAVE_STATE, [state_row(job) for job in changed.values()])
+        self._emit(conn, events)
+        return accepted, requeued
+
+    async def set_progress(self, job_id: str, attempt: int, progress: int) -> bool:
+        def tx(conn: sqlite3.Connection) -> bool:
+            now = float(self._clock())
+            row = conn.execute(
+                "UPDATE jobs SET progress = ? WHERE id = ? AND status = 'running' "
+                "AND attempts = ? RETURNING id",
+                (progress, job_id, attempt),
+            ).fetchone()
+            if row is None:
+                return False
+            self._emit(conn, [("job_progress", job_id, now, {"progress": progress})])
+            return True
+
+        return await self._run(lambda conn: transaction(conn, lambda: tx(conn)))
+
+    async def wait_for_work(self, queues: Sequence[str], timeout: float) -> None:
+        """Return when a job in ``queues`` may be fetchable, or after ``timeout`` seconds.
+
+        See the module docstring for what wakes it.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(0.0, timeout)
+        names = list(dict.fromkeys(queues))
+        event = asyncio.Event()
+        waiter = (loop, event)
+        subscribe(self._key, waiter)
+        try:
+            version: int | None = None
+            wake_at = deadline
+            while True:
+                last = None if event.is_set() else version
+                event.clear()
+                probe = await self._run(functools.partial(self._probe, queues=names, last=last))
+                version = probe.version
+                if probe.checked:
+                    if probe.soonest is not None and probe.soonest <= probe.now:
+                        return
+                    wake_at = deadline
+                    if probe.soonest is not None:
+                        wake_at = min(deadline, loop.time() + probe.soonest - probe.now)
+                pause = min(wake_at, loop.time() + self._poll) - loop.time()
+                if pause <= 0:
+                    return
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(event.wait(), pause)
+                if loop.time() >= wake_at:
+                    return
+        finally:
+            unsubscribe(self._key, waiter)
+
+    def _probe(self, conn: sqlite3.Connection, queues: list[str], last: int | None) -> _Probe:
+        # data_version changes when another connection (this process or another) commits;
+        # only then are the due-time queries worth running again.
+        (version,) = conn.execute("PRAGMA data_version").fetchone()
+        if last is not None and version == last:
+            return _Probe(version, checked=False)
+        now = float(self._clock())
+        soonest: float | None = None
+        for queue in queues:
+            for status, column in (("pending", "run_at"), ("running", "lease_expires_at")):
+                (at,) = conn.execute(
+                    f"SELECT min({column}) FROM jobs WHERE queue = ? AND status = '{status}'",
+                    (queue,),
+                ).fetchone()
+                if at is not None and (soonest is None or at < soonest):
+                    soonest = at
+        return _Probe(version, checked=True, now=now, soonest=soonest)
+
+    # -- records ---------------------------------------------------------------------
+    async def get_job(self, job_id: str) -> Job | None:
+        def read(conn: sqlite3.Connection) -> Job | None:
+            row = conn.execute(f"{SELECT} WHERE id = ?", (job_id,)).fetchone()
+            return None if row is None else job_from_row(row)
+
+        return await self._run(read)
+
+    async def list_jobs(
+        self, filter: JobFilter, *, limit: int, cursor: str | None = None
+    ) -> JobPage:
+        clauses: list[str] = []
+        params: list[Any] = []
+        for clause, value in (
+            ("id < ?", cursor),
+            ("status = ?", None if filter.status is None else filter.status.value),
+            ("type = ?", filter.type),
+            ("queue = ?", filter.queue),
+        ):
+            if value is not None:
+                clauses.append(clause)
+                params.append(value)
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        sql = f"{SELECT}{where} ORDER BY id DESC LIMIT ?"
+        params.append(max(0, limit) + 1)
+        rows = await self._run(lambda conn: conn.execute(sql, params).fetchall())
+        items = [job_from_row(row) for row in rows]
+        next_cursor = items[limit - 1].id if len(items) > limit > 0 else None
+        return JobPage(items[: max(0, limit)], next_cursor)
+
+    async def cancel(self, job_id: str) -> Job:
+        def tx(conn: sqlite3.Connection) -> Job:
+            now = float(self._clock())
+            job = self._jobs_by_id(conn, [job_id]).get(job_id)
+            if job is None:
+                raise JobNotFoundError(job_id)
+            if job.status.finished:
+                raise ConflictError(f"job {job_id} is already {job.status.value}")
+            job.status = JobStatus.CANCELLED
+            job.completed_at = now
+            job.lease_owner = job.lease_expires_at = None
+            conn.execute(SAVE_STATE, state_row(job))
+            self._emit(conn, [("job_cancelled", job_id, now, {})])
+            return job
+
+        return await self._run(lambda conn: transaction(conn, lambda: tx(conn)))
+
+    async def retry(self, job_id: str) -> Job:
+        def tx(conn: sqlite3.Connection) -> Job:
+            now = float(self._clock())
+            job = self._jobs_by_id(conn, [job_id]).get(job_id)
+            if job is None:
+                raise JobNotFoundError(job_id)
+            if job.status not in (JobStatus.FAILED, JobStatus.CANCELLED):
+                raise ConflictError(f"job {job_id} is {job.status.value}, not failed or cancelled")
+            job.status = JobStatus.PENDING
+            job.attempts = 0
+            job.error = None
+            job.progress = 0
+            job.completed_at = job.started_at = None
+            job.run_at = now
+            conn.execute(SAVE_STATE, state_row(job))
+            data = {"queue": job.queue, "taskType": job.type, "retry": True}
+            self._emit(conn, [("job_created", job_id, now, data)])
+            return job
+
+        def run(conn: sqlite3.Connection) -> Job:
+            job = transaction(conn, lambda: tx(conn))
+            wake(self._key)
+            return job
+
+        return await self._run(run)
+
+    async def purge(self, result_ttl: float) -> int:
+        def tx(conn: sqlite3.Connection) -> int:
+            now = float(self._clock())
+            removed = conn.execute(
+                "DELETE FROM jobs WHERE completed_at IS NOT NULL AND completed_at <= ? "
+                f"AND status IN {FINISHED}",
+                (now - result_ttl,),
+            ).rowcount
+            conn.execute("DELETE FROM idempotency WHERE expires_at <= ?", (now,))
+            conn.execute(
+                "DELETE FROM events WHERE id <= (SELECT max(id) FROM events) - ?",
+                (EVENT_RETENTION,),
+            )
+            return int(removed)
+
+        return await self._run(lambda conn: transaction(conn, lambda: tx(conn)))
+
+    async def queue_stats(self) -> list[QueueStats]:
+        def read(conn: sqlite3.Connection) -> list[tuple[str, str, int]]:
+            return conn.execute(
+                "SELECT queue, CASE WHEN status = 'pending' AND run_at > ? THEN 'scheduled' "
+                "ELSE status END AS state, count(*) FROM jobs GROUP BY queue, state",
+                (float(self._clock()),),
+            ).fetchall()
+
+        counts: dict[str, dict[str, Any]] = {}
+        for queue, state, count in await self._run(read):
+            counts.setdefault(queue, {})[state] = count
+        return [QueueStats(name=name, **row) for name, row in sorted(counts.items())]
+
+    # -- events ----------------------------------------------------------------------
+    async def read_events(self, after: str | None, limit: int) -> list[Event]:
+        after = after or None
+        if after is not None and not after.isdigit():
+            raise ValidationError(f"invalid event cursor {after!r}", {"cursor": after})
+        start = int(after) if after is not None else 0
+
+        def read(conn: sqlite3.Connection) -> list[tuple[int, str, str, float, str]]:
+            return conn.execute(
+                "SELECT id, type, job_id, at, data FROM events WHERE id > ? ORDER BY id LIMIT ?",
+                (start, max(0, limit)),
+            ).fetchall()
+
+        return [
+            Event(f"{event_id:020d}", type_, job_id, at, loads(data))
+            for event_id, type_, job_id, at, data in await self._run(read)
+        ]

@@ -1,0 +1,80 @@
+"""The contract suite runs every test once per backend.
+
+To add a backend, add a factory to :data:`FACTORIES`; the tests do not change. A factory
+gets a per-test temporary directory and the test's :class:`ShiftedClock`, which it must
+use as the store's clock (tests jump it forward to expire leases and retry delays).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from conveyor.backends.base import Backend
+from conveyor.backends.memory import InMemoryBackend
+from conveyor.backends.sqlite import SQLiteBackend
+
+
+class ShiftedClock:
+    """Real time plus an offset that tests can advance, so both real waits (delayed jobs
+    woken by ``wait_for_work``) and instant jumps (lease expiry) work in one test."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.offset
+
+    def advance(self, seconds: float) -> None:
+        """Move the clock ``seconds`` forward."""
+        self.offset += seconds
+
+
+Factory = Callable[[Path, ShiftedClock], Backend]
+
+_memory_stores: dict[Path, InMemoryBackend] = {}
+
+
+def _memory(tmp: Path, clock: ShiftedClock) -> Backend:
+    # One process-wide object is the whole store: every "connection" is that object.
+    return _memory_stores.setdefault(tmp, InMemoryBackend("memory://", clock=clock))
+
+
+FACTORIES: dict[str, Factory] = {
+    "memory": _memory,
+    "sqlite": lambda tmp, clock: SQLiteBackend(f"sqlite:///{tmp / 'contract.db'}", clock=clock),
+}
+
+
+@pytest.fixture
+def clock() -> ShiftedClock:
+    return ShiftedClock()
+
+
+@pytest.fixture(params=sorted(FACTORIES))
+def backend_name(request: pytest.FixtureRequest) -> str:
+    name: str = request.param
+    return name
+
+
+@pytest.fixture
+def make_backend(backend_name: str, tmp_path: Path, clock: ShiftedClock) -> Callable[[], Backend]:
+    """Build another handle on the test's store (for sqlite: another connection)."""
+
+    def make() -> Backend:
+        return FACTORIES[backend_name](tmp_path, clock)
+
+    return make
+
+
+@pytest.fixture
+async def backend(make_backend: Callable[[], Backend]) -> AsyncIterator[Backend]:
+    store = make_backend()
+    await store.open()
+    try:
+        yield store
+    finally:
+        await store.aclose()

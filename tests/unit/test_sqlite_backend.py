@@ -1,0 +1,305 @@
+"""What only the SQLite store does: URLs, the file, pragmas, threads and processes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from conveyor.backends import backend_from_url
+from conveyor.backends import sqlite as sqlite_module
+from conveyor.backends.sqlite import SQLiteBackend, parse_sqlite_url
+from conveyor.backends.sqlite_migrations import LATEST_VERSION
+from conveyor.errors import BackendUnavailableError, ConfigurationError, ValidationError
+from conveyor.job import Job, JobStatus, new_job_id
+
+pytestmark = pytest.mark.timeout(60)
+
+CHILD = Path(__file__).with_name("sqlite_child.py")
+
+
+def job(**fields: object) -> Job:
+    return Job(id=new_job_id(), type="t", **fields)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'store.db'}"
+
+
+@pytest.fixture
+async def backend(url: str) -> AsyncIterator[SQLiteBackend]:
+    store = SQLiteBackend(url)
+    await store.open()
+    try:
+        yield store
+    finally:
+        await store.aclose()
+
+
+# -- URLs -------------------------------------------------------------------------------
+def test_relative_and_absolute_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert parse_sqlite_url("sqlite:///conveyor.db").path == str(tmp_path / "conveyor.db")
+    assert parse_sqlite_url("sqlite:///./data/x.db").path == str(tmp_path / "data" / "x.db")
+    assert parse_sqlite_url("sqlite:////var/lib/c.db").path == "/var/lib/c.db"
+    assert parse_sqlite_url("sqlite:///with%20space.db").path == str(tmp_path / "with space.db")
+    options = parse_sqlite_url("sqlite:///a.db")
+    assert (options.synchronous, options.timeout) == ("FULL", 5.0)
+    options = parse_sqlite_url("sqlite:///a.db?synchronous=normal&timeout=0.5")
+    assert (options.synchronous, options.timeout) == ("NORMAL", 0.5)
+    assert isinstance(backend_from_url("sqlite:///a.db"), SQLiteBackend)
+
+
+@pytest.mark.parametrize(
+    ("bad", "says"),
+    [
+        ("sqlite://", "invalid SQLite URL"),
+        ("sqlite:///", "names no file"),
+        ("sqlite://host/x.db", "invalid SQLite URL"),
+        ("sqlite:///:memory:", "memory://"),
+        ("sqlite:///x.db?synchronous=OFF", "unsupported option"),
+        ("sqlite:///x.db?mode=ro", "unsupported option"),
+        ("sqlite:///x.db?timeout=soon", "timeout"),
+    ],
+)
+def test_bad_urls_are_refused(bad: str, says: str) -> None:
+    with pytest.raises(ConfigurationError, match=says):
+        SQLiteBackend(bad)
+
+
+def assert_plain(exc: BaseException) -> None:
+    """One line, and no sqlite3 traceback chained to it."""
+    assert "\n" not in str(exc)
+    assert exc.__cause__ is None
+    assert exc.__context__ is None or exc.__suppress_context__
+
+
+# -- opening the file ---------------------------------------------------------------------
+async def test_open_sets_wal_durability_and_schema(url: str, tmp_path: Path) -> None:
+    for query, level in (("", 2), ("?synchronous=NORMAL", 1)):
+        store = SQLiteBackend(url + query)
+        await store.open()
+
+        def pragmas(conn: sqlite3.Connection) -> tuple[object, ...]:
+            return tuple(
+                conn.execute(f"PRAGMA {name}").fetchone()[0]
+                for name in ("journal_mode", "synchronous", "user_version", "busy_timeout")
+            )
+
+        try:
+            assert await store._run(pragmas) == ("wal", level, LATEST_VERSION, 5000)
+        finally:
+            await store.aclose()
+
+
+async def test_missing_directory_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "nowhere" / "x.db"
+    store = SQLiteBackend(f"sqlite:///{path}")
+    with pytest.raises(BackendUnavailableError, match=f"{path}.*does not exist") as info:
+        await store.open()
+    assert_plain(info.value)
+    await store.aclose()
+
+
+async def test_a_file_that_is_not_a_database_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "garbage.db"
+    path.write_bytes(b"this is not a database, just some text " * 200)
+    store = SQLiteBackend(f"sqlite:///{path}")
+    with pytest.raises(ConfigurationError, match=f"{path}.*not a SQLite database") as info:
+        await store.open()
+    assert_plain(info.value)
+    await store.aclose()
+
+
+async def test_a_newer_schema_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "future.db"
+    conn = sqlite3.connect(path)
+    conn.execute(f"PRAGMA user_version = {LATEST_VERSION + 5}")
+    conn.close()
+    store = SQLiteBackend(f"sqlite:///{path}")
+    with pytest.raises(ConfigurationError, match="upgrade conveyor"):
+        await store.open()
+    await store.aclose()
+
+
+async def test_a_closed_store_refuses_work(url: str) -> None:
+    store = SQLiteBackend(url)
+    await store.open()
+    await store.aclose()
+    await store.aclose()  # idempotent
+    with pytest.raises(BackendUnavailableError, match="closed"):
+        await store.get_job("x")
+    with pytest.raises(BackendUnavailableError, match="closed"):
+        await store.fetch(["default"], "w", 1, 30)
+
+
+async def test_jobs_survive_reopening(url: str) -> None:
+    first = SQLiteBackend(url)
+    stored = job(args=[{"deep": [1, 2]}], idempotency_key="k")
+    await first.enqueue([stored], idempotency_ttl=60)
+    await first.aclose()
+    second = SQLiteBackend(url)
+    try:
+        record = await second.get_job(stored.id)
+        assert record is not None
+        assert record.args == [{"deep": [1, 2]}]
+        (again,) = await second.enqueue([job(idempotency_key="k")], idempotency_ttl=60)
+        assert not again.created
+    finally:
+        await second.aclose()
+
+
+# -- threads and event loops ----------------------------------------------------------
+async def test_renew_from_a_heartbeat_thread_with_its_own_loop(backend: SQLiteBackend) -> None:
+    await backend.enqueue([job()], idempotency_ttl=60)
+    (leased,) = await backend.fetch(["default"], "w", 1, 30)
+    lost: list[set[str]] = []
+
+    def heartbeat() -> None:
+        lost.append(asyncio.run(backend.renew("w", {leased.id: leased.attempts}, 60)))
+
+    thread = threading.Thread(target=heartbeat)
+    thread.start()
+    await asyncio.to_thread(thread.join)
+    assert lost == [set()]
+    record = await backend.get_job(leased.id)
+    assert record is not None
+    assert record.lease_expires_at is not None
+    assert record.lease_expires_at > (leased.lease_expires_at or 0) + 29
+
+
+async def test_enqueue_on_another_instance_wakes_a_waiter(url: str) -> None:
+    waiter, producer = SQLiteBackend(url, poll_interval=10), SQLiteBackend(url)
+    try:
+        await producer.open()
+        waiting = asyncio.create_task(waiter.wait_for_work(["default"], timeout=5))
+        await asyncio.sleep(0.2)
+        started = time.monotonic()
+        await producer.enqueue([job()], idempotency_ttl=60)
+        await waiting
+        # The registry woke it: the 10 s data_version poll could not have.
+        assert time.monotonic() - started < 0.2
+    finally:
+        await waiter.aclose()
+        await producer.aclose()
+
+
+async def test_a_cancelled_fetch_hands_its_jobs_back(backend: SQLiteBackend) -> None:
+    await backend.enqueue([job() for _ in range(3)], idempotency_ttl=60)
+    fetching = asyncio.create_task(backend.fetch(["default"], "w", 10, 30))
+    await asyncio.sleep(0)  # the claim is queued on the database thread
+    fetching.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await fetching
+    await backend.ping()  # the release runs after the claim, before this
+    await backend.ping()
+    again = await backend.fetch(["default"], "w2", 10, 30)
+    assert len(again) == 3
+    assert all(j.attempts == 1 for j in again)
+    types = [e.type for e in await backend.read_events(None, 100)]
+    assert types.count("job_released") == 3  # the cancelled claim did happen
+
+
+# -- events -------------------------------------------------------------------------------
+async def test_purge_trims_the_event_feed(
+    backend: SQLiteBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_module, "EVENT_RETENTION", 5)
+    await backend.enqueue([job() for _ in range(12)], idempotency_ttl=60)
+    await backend.purge(result_ttl=60)
+    kept = await backend.read_events(None, 100)
+    assert [int(e.id) for e in kept] == list(range(8, 13))
+    await backend.enqueue([job()], idempotency_ttl=60)
+    (newest,) = await backend.read_events(kept[-1].id, 100)
+    assert int(newest.id) == 13
+
+
+async def test_a_malformed_event_cursor_is_refused(backend: SQLiteBackend) -> None:
+    with pytest.raises(ValidationError):
+        await backend.read_events("not-a-cursor", 10)
+
+
+# -- several processes on one file ---------------------------------------------------------
+def run_children(mode: str, url: str, count: int) -> list[list[str]]:
+    children = [
+        subprocess.Popen(
+            [sys.executable, str(CHILD), mode, url],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(count)
+    ]
+    for child in children:  # every child has imported and opened the store ...
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "ready", child.stderr
+    outputs = []
+    for child in children:  # ... before any of them starts
+        assert child.stdin is not None
+        child.stdin.write("go\n")
+        child.stdin.flush()
+    for child in children:
+        out, err = child.communicate(timeout=45)
+        assert child.returncode == 0, err
+        outputs.append(json.loads(out))
+    return outputs
+
+
+@pytest.mark.slow
+async def test_processes_claiming_from_one_file_never_share_a_job(
+    backend: SQLiteBackend, url: str
+) -> None:
+    jobs = [job(args=[i]) for i in range(600)]
+    await backend.enqueue(jobs, idempotency_ttl=60)
+    claimed = await asyncio.to_thread(run_children, "claim", url, 3)
+    every = [job_id for ids in claimed for job_id in ids]
+    assert sum(1 for ids in claimed if ids) >= 2  # they did compete
+    assert len(every) == len(set(every)) == 600
+    assert set(every) == {j.id for j in jobs}
+    stats = await backend.queue_stats()
+    assert stats[0].completed == 600
+
+
+@pytest.mark.slow
+async def test_processes_submitting_one_key_create_one_job(
+    backend: SQLiteBackend, url: str
+) -> None:
+    submitted = await asyncio.to_thread(run_children, "submit", url, 3)
+    assert len({job_id for ids in submitted for job_id in ids}) == 1
+    assert sum(s.pending for s in await backend.queue_stats()) == 1
+
+
+@pytest.mark.slow
+async def test_another_process_enqueue_wakes_a_waiter(backend: SQLiteBackend, url: str) -> None:
+    child = subprocess.Popen(
+        [sys.executable, str(CHILD), "enqueue", url],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdin is not None
+    assert child.stdout is not None
+    assert await asyncio.to_thread(child.stdout.readline) == "ready\n"
+    waiter = asyncio.create_task(backend.wait_for_work(["default"], timeout=20))
+    await asyncio.sleep(0.3)
+    assert not waiter.done()  # nothing to do yet
+    sent = time.monotonic()
+    child.stdin.write("go\n")
+    child.stdin.flush()
+    await waiter
+    assert time.monotonic() - sent < 0.5  # seen through PRAGMA data_version
+    out, _ = await asyncio.to_thread(child.communicate, timeout=45)
+    (job_id,) = json.loads(out)
+    (fetched,) = await backend.fetch(["default"], "w", 1, 30)
+    assert fetched.id == job_id
+    assert fetched.status is JobStatus.RUNNING
