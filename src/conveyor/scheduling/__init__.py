@@ -1,0 +1,1 @@
+"""Scheduling: cron and interval math, schedules, and the scheduler that fires them."""
