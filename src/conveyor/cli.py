@@ -144,17 +144,51 @@ def api(app_spec: str, url: str | None, host: str, port: int) -> None:
 @concurrency_option
 @click.option(
     "--processes",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 256),
+    help="worker processes to run and keep alive (restarted if they die)",
+)
+@click.option(
+    "--process-pool",
     default=None,
     type=click.IntRange(1, 1024),
-    help="most process-mode tasks at once (default: CPU count)",
+    help="most process-mode tasks at once per worker (default: CPU count)",
 )
 @_friendly
 def worker(
-    app_spec: str, url: str | None, queues: str, concurrency: int, processes: int | None
+    app_spec: str,
+    url: str | None,
+    queues: str,
+    concurrency: int,
+    processes: int,
+    process_pool: int | None,
 ) -> None:
-    """A worker: runs jobs from the given queues until SIGTERM."""
+    """Workers: run jobs from the given queues until SIGTERM."""
     app = _load(app_spec, url)
-    _serve(app, api=False, queues=_queues(queues), concurrency=concurrency, processes=processes)
+    if processes > 1:
+        from conveyor.worker.supervisor import Supervisor
+
+        command = [
+            sys.executable,
+            "-m",
+            "conveyor",
+            "--log-level",
+            logging.getLevelName(logging.getLogger().level).lower(),
+            "worker",
+            app_spec,
+            "--url",
+            app.url,
+            "--queues",
+            queues,
+            "--concurrency",
+            str(concurrency),
+        ]
+        if process_pool is not None:
+            command += ["--process-pool", str(process_pool)]
+        supervisor = Supervisor(command, processes, grace=app.settings.shutdown_grace_seconds)
+        sys.exit(supervisor.run())
+    _serve(app, api=False, queues=_queues(queues), concurrency=concurrency, processes=process_pool)
 
 
 @main.command()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import signal
 import time
@@ -170,3 +171,48 @@ def test_two_workers_on_one_sqlite_file_run_each_job_once(tmp_path: Path) -> Non
     assert history.duplicates() == set()
     pids = {r["pid"] for runs in history.starts.values() for r in runs}
     assert len(pids) == 2  # both workers took a share
+
+
+def test_supervised_workers_are_restarted_after_a_kill(tmp_path: Path) -> None:
+    env = _env(tmp_path)
+    history_dir = Path(env["HISTORY_DIR"])
+    app = load_app(HISTORY_APP)
+    app.settings = app.settings.replace(url=env["CONVEYOR_URL"])
+    task = app.get_task("record")
+
+    async def enqueue() -> list[str]:
+        try:
+            handles = await task.enqueue_many([((n, 0.05), {}) for n in range(600)])
+            return [h.id for h in handles]
+        finally:
+            await app.aclose()
+
+    ids = asyncio.run(enqueue())
+    supervisor = conveyor(
+        "worker",
+        HISTORY_APP,
+        "--processes",
+        "2",
+        "--concurrency",
+        "10",
+        env=env,
+        log=tmp_path / "supervisor.log",
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while len(History.read(history_dir).finishes) < 100 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        first_run = next(iter(History.read(history_dir).starts.values()))[0]
+        victim = int(str(first_run["pid"]))
+        os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + 90
+        while len(History.read(history_dir).finishes) < len(ids) and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        code = stop(supervisor, signal.SIGTERM)
+    history = History.read(history_dir)
+    assert code == 0
+    assert set(history.finishes) == set(ids)
+    pids = {r["pid"] for runs in history.starts.values() for r in runs}
+    assert victim in pids
+    assert len(pids) == 3  # two workers, and the one that replaced the killed worker
