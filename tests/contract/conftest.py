@@ -15,6 +15,7 @@ import pytest
 
 from conveyor.backends.base import Backend
 from conveyor.backends.memory import InMemoryBackend
+from conveyor.backends.redis import RedisBackend
 from conveyor.backends.sqlite import SQLiteBackend
 
 
@@ -43,9 +44,27 @@ def _memory(tmp: Path, clock: ShiftedClock) -> Backend:
     return _memory_stores.setdefault(tmp, InMemoryBackend("memory://", clock=clock))
 
 
+# Servers are session fixtures; a backend that needs one names its fixture here, and
+# the fixture's ``url`` is filled in before the factory runs.
+SERVERS: dict[str, str] = {"redis": "redis_server", "redis-cluster": "redis_cluster"}
+_server_urls: dict[str, str] = {}
+
+
+def _redis(name: str) -> Factory:
+    def make(tmp: Path, clock: ShiftedClock) -> Backend:
+        # A key prefix per test (tmp is unique per test) isolates tests on one server.
+        url = _server_urls[name]
+        sep = "&" if "?" in url else "?"
+        return RedisBackend(f"{url}{sep}prefix=t-{tmp.name}", clock=clock)
+
+    return make
+
+
 FACTORIES: dict[str, Factory] = {
     "memory": _memory,
     "sqlite": lambda tmp, clock: SQLiteBackend(f"sqlite:///{tmp / 'contract.db'}", clock=clock),
+    "redis": _redis("redis"),
+    "redis-cluster": _redis("redis-cluster"),
 }
 
 
@@ -61,8 +80,12 @@ def backend_name(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def make_backend(backend_name: str, tmp_path: Path, clock: ShiftedClock) -> Callable[[], Backend]:
+def make_backend(
+    backend_name: str, tmp_path: Path, clock: ShiftedClock, request: pytest.FixtureRequest
+) -> Callable[[], Backend]:
     """Build another handle on the test's store (for sqlite: another connection)."""
+    if backend_name in SERVERS:
+        _server_urls[backend_name] = request.getfixturevalue(SERVERS[backend_name]).url
 
     def make() -> Backend:
         return FACTORIES[backend_name](tmp_path, clock)

@@ -30,7 +30,7 @@ def backend_from_url(url: str) -> Backend:
         return SQLiteBackend(url)
     if scheme in {"redis", "rediss", "unix"}:
         try:
-            from conveyor.backends.redis import RedisBackend  # type: ignore[import-not-found,unused-ignore]
+            from conveyor.backends.redis import RedisBackend
         except ImportError as exc:
             raise ConfigurationError(
                 f"the redis backend is not available ({exc}); install it with: "

@@ -1,0 +1,84 @@
+"""The Redis store (``redis://``, ``rediss://``, ``unix://``; Redis 7+, or Redis Cluster).
+
+Data model
+----------
+Every key of one queue carries the hash tag ``{q:NAME}``, so a queue lives in one
+cluster slot and different queues spread over a cluster. With the default prefix
+``conveyor``:
+
+``conveyor:{q:NAME}:s:P``         work stream of priority level ``P`` (entries ``j=<job id>``),
+                                   consumer group ``conveyor``; never trimmed
+``conveyor:{q:NAME}:prios``       zset of the queue's priority levels
+``conveyor:{q:NAME}:job:ID``      hash: the job's record (fields in ``scripts/lib.lua``);
+                                   gets a TTL (result retention) once finished
+``conveyor:{q:NAME}:delayed``     zset id -> run_at: delayed jobs and retry backoff
+``conveyor:{q:NAME}:leases``      zset id -> lease deadline: running jobs
+``conveyor:{q:NAME}:i:STATUS``    lex zsets of ids (``pending``, ``completed``, ``failed`` -
+                                   the dead-letter set - and ``cancelled``; running jobs are
+                                   the lease zset) for newest-first listings with a cursor
+``conveyor:{q:NAME}:done``        zset id -> completed_at, for ``purge``
+``conveyor:{q:NAME}:idem:KEY``    ``job id|expires_at`` (SET NX semantics inside the enqueue
+                                   script, with a PX TTL)
+``conveyor:{q:NAME}:wake``        a one-entry stream idle workers block on (XREAD BLOCK)
+``conveyor:queues``               set of queue names
+``conveyor:jobq:ID``              ``priority:queue`` of a job, for calls that know only its
+                                   id (get, cancel, retry); deleted by ``purge``
+``conveyor:events``               the event feed, a capped stream (MAXLEN ~ 100,000); on a
+                                   cluster, one feed per queue: ``conveyor:{q:NAME}:events``
+
+Why this layout: a step that must be atomic (lease a job, store an outcome, check an
+idempotency key and create the job) is one Lua script, and on a cluster a script may
+only touch one slot. So everything such a step touches is tagged by queue, and the only
+global keys (queue set, routes, the event feed on a single server) are written next to
+the scripts in the same pipeline, or declared to them only on a single server. Routes
+are written before the enqueue script in the same pipeline, so a stored job always has
+one.
+
+Consequences, by design:
+
+- Idempotency keys are remembered per queue (like BullMQ job ids): the same key sent to
+  two queues makes two jobs. Within a queue, concurrent submits make exactly one.
+- Scripts declare their keys in KEYS, except job hashes that fetch, probe and purge
+  discover inside the script (ids read from a stream or an index) and the existing job
+  of an idempotency hit: those names are derived from the declared prefix and carry the
+  same hash tag, so they are always in the slot being served.
+- On a cluster the event feed is one stream per queue, merged on read: order is exact
+  within a queue, by time across queues.
+
+Scripts and commands per job
+----------------------------
+All scripts (``scripts/*.lua``, each prefixed with ``lib.lua``) handle whole batches and
+are run with EVALSHA (loaded at ``open``, reloaded on NOSCRIPT).
+
+- enqueue (batch): one pipeline: ``SET`` route per job + one ``enqueue`` call per queue
+  (HSET, ZADD x2, XADD, event XADD, and SET for an idempotency key).
+- fetch (batch): one ``fetch`` call: expired leases first (``attempts + 1``, or moved to
+  ``failed`` with reason ``lease_expired`` past the retry budget), due delayed jobs
+  promoted, then ``XREADGROUP COUNT n`` per priority level; each job: HINCRBY, HSET,
+  ZADD lease, ZREM, event XADD, HGETALL. Fetching several queues first runs ``probe``
+  per queue (one pipeline) to split the batch by priority across queues.
+- complete (batch): one ``complete`` call per queue, fenced by status + owner + attempt:
+  HSET, ZREM lease, XACK + XDEL, ZADD index, PEXPIRE, event XADD.
+- renew (batch): one ``renew`` call per queue: a lease zset ZADD + HSET per job.
+
+Time is the store's: scripts read Redis ``TIME`` unless the backend was built with
+``clock=`` (tests), whose time is passed in ARGV. ``XREAD BLOCK`` timeouts are coarse
+in Redis (checked every 1/hz s), so due times are timed locally.
+
+Lease expiry is judged from the lease zset (deadlines), not from PEL idle time, so
+reclaiming honours the store clock and renewal is one ZADD; the PEL keeps each entry
+until its outcome is stored (XACK + XDEL in the same script).
+
+Cluster: add ``?cluster=1`` to the URL to use ``redis.asyncio.cluster.RedisCluster``.
+
+Entries a work stream holds that Conveyor did not write (hand-written, garbage, a pickle
+payload) are dead-lettered on first delivery: a ``failed`` record with reason
+``undecodable`` and a hex preview of the raw fields; nothing is ever unpickled.
+"""
+
+from __future__ import annotations
+
+from conveyor.backends.redis._keys import RedisOptions, parse_redis_url
+from conveyor.backends.redis.backend import RedisBackend
+
+__all__ = ["RedisBackend", "RedisOptions", "parse_redis_url"]

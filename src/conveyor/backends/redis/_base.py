@@ -1,0 +1,156 @@
+"""State and helpers shared by the parts of :class:`RedisBackend`."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from conveyor.backends.redis._codec import time_arg
+from conveyor.backends.redis._keys import GlobalKeys, QueueKeys, RedisOptions, parse_redis_url
+from conveyor.backends.redis._scripts import Arg, Script, run_pipeline
+from conveyor.errors import BackendUnavailableError
+
+#: The consumer group of every work stream, and its one consumer: who holds a job is
+#: recorded on the job (owner + attempt), the PEL only keeps the entry until XACK.
+GROUP = "conveyor"
+CONSUMER = "conveyor"
+
+Route = tuple[str, int]  # (queue, priority): immutable for a job's whole life
+Call = tuple[Script, Sequence[str], Sequence[Arg]]
+
+_MAX_ROUTES = 200_000
+_routes_lock = threading.Lock()
+# Per store, shared by every instance in the process: the heartbeat thread's instance
+# renews jobs the worker's instance fetched without a lookup round trip.
+_ROUTES: dict[str, dict[str, Route]] = {}
+_QUEUES_SEEN: dict[str, set[str]] = {}
+
+
+class RedisBase:
+    """Connection, clock, key names and caches of one backend instance."""
+
+    def __init__(self, url: str, *, clock: Callable[[], float] | None = None) -> None:
+        self.url = url
+        self.options: RedisOptions = parse_redis_url(url)
+        self._clock = clock
+        self._client: Any = None
+        self._closed = False
+        self.cluster = self.options.cluster
+        self._g = GlobalKeys(self.options.prefix)
+        self._queue_keys: dict[str, QueueKeys] = {}
+        self._levels: dict[str, list[int]] = {}  # ascending priority levels per queue
+        self._result_ttl = self.options.result_ttl
+        store = f"{self.options.url}|{self.options.prefix}"
+        with _routes_lock:
+            self._routes = _ROUTES.setdefault(store, {})
+            self._seen = _QUEUES_SEEN.setdefault(store, set())
+
+    # -- plumbing --------------------------------------------------------------------
+    @property
+    def client(self) -> Any:
+        if self._closed:
+            raise BackendUnavailableError(f"Redis store {self.options.url} is closed")
+        if self._client is None:
+            from conveyor.backends.redis._connect import make_client
+
+            self._client = make_client(self.options)
+        return self._client
+
+    def _now_arg(self) -> str:
+        """ARGV[1] of every script: the injected clock's time, or "" for Redis TIME."""
+        return "" if self._clock is None else time_arg(self._clock())
+
+    def _local_now(self) -> float:
+        return self._clock() if self._clock is not None else time.time()
+
+    def _ttl_ms(self) -> int:
+        return max(1, int(self._result_ttl * 1000))
+
+    def keys(self, queue: str) -> QueueKeys:
+        keys = self._queue_keys.get(queue)
+        if keys is None:
+            events = None if self.cluster else self._g.events
+            keys = self._queue_keys[queue] = QueueKeys(self.options.prefix, queue, events)
+        return keys
+
+    async def _run(self, calls: Sequence[Call]) -> list[Any]:
+        """Script calls in one round trip (on a cluster: concurrently, one per node's
+        connection, as redis-py refuses EVALSHA in cluster pipelines)."""
+        if self.cluster and len(calls) > 1:
+            client = self.client
+            return list(await asyncio.gather(*(s(client, k, a) for s, k, a in calls)))
+        return await run_pipeline(self.client, calls)
+
+    # -- routes: job id -> (queue, priority) -----------------------------------------
+    def _remember(self, job_id: str, route: Route) -> None:
+        if len(self._routes) >= _MAX_ROUTES:
+            with _routes_lock:
+                self._routes.clear()  # a cache: lookups refill what is still needed
+        self._routes[job_id] = route
+
+    def _forget(self, job_ids: Iterable[str]) -> None:
+        for job_id in job_ids:
+            self._routes.pop(job_id, None)
+
+    async def _resolve(self, job_ids: Iterable[str]) -> dict[str, Route]:
+        """Routes of jobs; unknown ids (never stored, or purged) are left out."""
+        found: dict[str, Route] = {}
+        missing: list[str] = []
+        for job_id in dict.fromkeys(job_ids):
+            route = self._routes.get(job_id)
+            if route is None:
+                missing.append(job_id)
+            else:
+                found[job_id] = route
+        if missing:
+            pipe = self.client.pipeline(transaction=False)
+            for job_id in missing:
+                pipe.get(self._g.route(job_id))
+            for job_id, value in zip(missing, await pipe.execute(), strict=True):
+                if value:
+                    prio, _, queue = value.partition(":")
+                    route = (queue, int(prio))
+                    found[job_id] = route
+                    self._remember(job_id, route)
+        return found
+
+    # -- priority levels -------------------------------------------------------------
+    def _level_keys(self, queue: str, first_index: int) -> tuple[list[str], list[Arg]]:
+        """Stream keys of the queue's known levels and their (priority, KEYS index) ARGV
+        pairs; ``first_index`` is the 1-based KEYS position of the first stream."""
+        keys = self.keys(queue)
+        levels = self._levels.get(queue, [])
+        args: list[Arg] = []
+        for i, prio in enumerate(levels):
+            args += [prio, first_index + i]
+        return [keys.stream(p) for p in levels], args
+
+    def _stale(self, queue: str, result: Any) -> bool:
+        """True (and the cache updated) when a script refused a stale level list."""
+        if isinstance(result, list) and result and result[0] == "STALE":
+            self._levels[queue] = sorted(int(p) for p in result[1])
+            return True
+        return False
+
+    async def _run_per_queue(
+        self, queues: Sequence[str], build: Callable[[str], Call]
+    ) -> dict[str, Any]:
+        """Run one leveled script per queue in one round trip, repeating the calls of
+        queues whose level list was stale."""
+        results: dict[str, Any] = {}
+        todo = list(queues)
+        for _ in range(5):
+            answers = await self._run([build(q) for q in todo])
+            stale: list[str] = []
+            for queue, answer in zip(todo, answers, strict=True):
+                if self._stale(queue, answer):
+                    stale.append(queue)
+                else:
+                    results[queue] = answer
+            todo = stale
+            if not todo:
+                return results
+        raise BackendUnavailableError("priority levels kept changing; try again")

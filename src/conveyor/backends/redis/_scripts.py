@@ -1,0 +1,96 @@
+"""The Lua scripts (package data), loaded once per server and run with EVALSHA.
+
+Each script is ``scripts/lib.lua`` followed by its own file. The SHA1 is computed here,
+so the hot path sends only EVALSHA; a server that lost its script cache (restart,
+failover, ``SCRIPT FLUSH``) answers NOSCRIPT, and the script is loaded and the call
+repeated once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from importlib import resources
+from typing import Any
+
+from redis.exceptions import NoScriptError
+
+from conveyor.backends._common import EVENT_RETENTION
+
+NAMES = (
+    "enqueue",
+    "fetch",
+    "probe",
+    "renew",
+    "complete",
+    "progress",
+    "cancel",
+    "retry",
+    "purge",
+    "stats",
+)
+
+Arg = str | int | float
+
+
+def _source(name: str) -> str:
+    return resources.files(__package__).joinpath("scripts", f"{name}.lua").read_text("utf-8")
+
+
+class Script:
+    """One Lua script: its full source and SHA1."""
+
+    __slots__ = ("name", "sha", "source")
+
+    def __init__(self, name: str, source: str) -> None:
+        self.name = name
+        self.source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()
+
+    async def __call__(self, client: Any, keys: Sequence[str], args: Sequence[Arg]) -> Any:
+        """Run on ``client``, loading the script first if the server does not know it."""
+        try:
+            return await client.evalsha(self.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            await client.script_load(self.source)
+            return await client.evalsha(self.sha, len(keys), *keys, *args)
+
+    def queue(self, pipe: Any, keys: Sequence[str], args: Sequence[Arg]) -> None:
+        """Add a call to a pipeline (see :func:`run_pipeline` for NOSCRIPT handling)."""
+        pipe.evalsha(self.sha, len(keys), *keys, *args)
+
+
+def load_all() -> dict[str, Script]:
+    """Read every script from the package."""
+    lib = _source("lib").replace("__EVENT_RETENTION__", str(EVENT_RETENTION))
+    return {name: Script(name, f"{lib}\n{_source(name)}") for name in NAMES}
+
+
+#: Read once per process; scripts are immutable package data.
+SCRIPTS = load_all()
+
+
+async def run_pipeline(
+    client: Any, calls: Sequence[tuple[Script, Sequence[str], Sequence[Arg]]]
+) -> list[Any]:
+    """Run script calls in one round trip; results in call order.
+
+    Calls refused with NOSCRIPT did not run; they are repeated one by one after loading.
+
+    Raises:
+        redis.RedisError: any other error of any call.
+    """
+    if len(calls) == 1:
+        script, keys, args = calls[0]
+        return [await script(client, keys, args)]
+    pipe = client.pipeline(transaction=False)
+    for script, keys, args in calls:
+        script.queue(pipe, keys, args)
+    results: list[Any] = await pipe.execute(raise_on_error=False)
+    for i, result in enumerate(results):
+        if isinstance(result, NoScriptError):
+            script, keys, args = calls[i]
+            results[i] = await script(client, keys, args)
+        elif isinstance(result, Exception):
+            raise result
+    return results

@@ -1,0 +1,513 @@
+"""The Redis store's lifecycle, producing and consuming (records: ``_records.py``)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from conveyor.backends._common import lease_expired_error
+from conveyor.backends.base import EnqueueResult, Outcome, OutcomeKind
+from conveyor.backends.redis._base import CONSUMER, GROUP, Call, RedisBase, Route
+from conveyor.backends.redis._codec import job_from_hash, pairs, static_blob, time_arg
+from conveyor.backends.redis._connect import MAX_BLOCK, check_server, guarded
+from conveyor.backends.redis._records import RecordsMixin
+from conveyor.backends.redis._scripts import SCRIPTS, Arg
+from conveyor.job import Job, JobStatus
+from conveyor.serialization import dumps
+
+#: The most due delayed jobs one call moves into the streams.
+PROMOTE_CAP = 1000
+# Written in place of the attempt count; the fetch script substitutes the real one.
+_LEASE_EXPIRED = dumps(lease_expired_error(987654321)).decode()
+_KIND = {
+    OutcomeKind.COMPLETED: "c",
+    OutcomeKind.FAILED: "f",
+    OutcomeKind.RETRY: "r",
+    OutcomeKind.RELEASED: "x",
+}
+
+
+@dataclass(slots=True)
+class _Probe:
+    now: float
+    expired: int
+    soonest: float | None
+    wake_id: str
+    # (priority, waiting entries, first waiting entry id, its job id)
+    levels: list[tuple[int, int, str, str]] = field(default_factory=list)
+
+
+class RedisBackend(RecordsMixin, RedisBase):
+    """A :class:`~conveyor.backends.base.Backend` on Redis (or Redis Cluster).
+
+    Args:
+        url: ``redis://[user:password@]host:port/db``, ``rediss://...`` (TLS) or
+            ``unix:///path.sock``; options ``?cluster=1``, ``?prefix=NAME`` and
+            ``?result_ttl=SECONDS`` (see :class:`~conveyor.backends.redis.RedisOptions`);
+            other query options go to redis-py.
+        clock: judge time by this clock (seconds since the epoch) instead of the Redis
+            server's ``TIME``; for tests. Every process sharing a store must agree.
+
+    Raises:
+        ConfigurationError: the URL cannot be used.
+    """
+
+    def __init__(self, url: str, *, clock: Callable[[], float] | None = None) -> None:
+        super().__init__(url, clock=clock)
+        self._dangling: set[asyncio.Task[Any]] = set()
+
+    def __repr__(self) -> str:
+        kind = "cluster" if self.cluster else "server"
+        return f"<RedisBackend {kind} prefix={self.options.prefix!r}>"
+
+    # -- lifecycle -------------------------------------------------------------------
+    @guarded
+    async def open(self) -> None:
+        """Connect, load the scripts and check the server's persistence settings.
+
+        Raises:
+            BackendUnavailableError: the server cannot be reached.
+        """
+        client = self.client
+        await client.ping()
+        for script in SCRIPTS.values():
+            await client.script_load(script.source)
+        await check_server(client, self.options.url)
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        dangling = list(self._dangling)
+        for task in dangling:
+            task.cancel()
+        # Let cancelled reads give their connections back before the pool closes.
+        await asyncio.gather(*dangling, return_exceptions=True)
+        client, self._client = self._client, None
+        if client is not None:
+            with contextlib.suppress(Exception):  # closing a broken connection
+                await client.aclose()
+
+    @guarded
+    async def ping(self) -> None:
+        await self.client.ping()
+
+    @guarded
+    async def now(self) -> float:
+        if self._clock is not None:
+            return float(self._clock())
+        seconds, micros = await self.client.time()
+        return float(seconds) + float(micros) / 1e6
+
+    # -- producing -------------------------------------------------------------------
+    @guarded
+    async def enqueue(self, jobs: Sequence[Job], *, idempotency_ttl: float) -> list[EnqueueResult]:
+        if not jobs:
+            return []
+        by_queue: dict[str, list[int]] = {}
+        for i, job in enumerate(jobs):
+            by_queue.setdefault(job.queue, []).append(i)
+        now_arg = self._now_arg()
+        calls = [
+            self._enqueue_call(q, [jobs[i] for i in idx], idempotency_ttl, now_arg)
+            for q, idx in by_queue.items()
+        ]
+        pipe = self.client.pipeline(transaction=False)
+        for job in jobs:  # before the scripts: a job is never stored without its route
+            pipe.set(self._g.route(job.id), f"{job.priority}:{job.queue}")
+        new_queues = [q for q in by_queue if q not in self._seen]
+        if new_queues:
+            pipe.sadd(self._g.queues, *new_queues)
+        if self.cluster:
+            await pipe.execute()
+            script_answers = await self._run(calls)
+        else:
+            for script, keys, args in calls:
+                script.queue(pipe, keys, args)
+            answers = await pipe.execute(raise_on_error=False)
+            extra = len(jobs) + (1 if new_queues else 0)
+            for answer in answers[:extra]:
+                if isinstance(answer, Exception):
+                    raise answer
+            script_answers = answers[extra:]
+            for i, answer in enumerate(script_answers):
+                if isinstance(answer, Exception):  # NOSCRIPT: it did not run
+                    script, keys, args = calls[i]
+                    script_answers[i] = await script(self.client, keys, args)
+        self._seen.update(new_queues)
+
+        results: list[EnqueueResult | None] = [None] * len(jobs)
+        unused: list[str] = []
+        for (queue, idx), (now_s, outs) in zip(by_queue.items(), script_answers, strict=True):
+            now = float(now_s)
+            for i, out in zip(idx, outs, strict=True):
+                job = jobs[i]
+                if out == 1:
+                    stored = job.copy(status=JobStatus.PENDING, attempts=0)
+                    stored.created_at = stored.created_at or now
+                    stored.run_at = stored.run_at or now
+                    self._remember(job.id, (queue, job.priority))
+                    results[i] = EnqueueResult(stored, True)
+                else:
+                    unused.append(job.id)
+                    results[i] = EnqueueResult(job_from_hash(out[0], pairs(out[1])), False)
+        if unused:  # idempotency hits: the routes written above lead nowhere
+            await self._delete_each([self._g.route(i) for i in unused])
+        return [r for r in results if r is not None]
+
+    def _enqueue_call(self, queue: str, jobs: list[Job], ttl: float, now_arg: str) -> Call:
+        k = self.keys(queue)
+        prios = sorted({job.priority for job in jobs})
+        keys = [k.prios, k.delayed, k.pending, k.events, k.wake]
+        level_args: list[Arg] = []
+        for prio in prios:
+            keys.append(k.stream(prio))
+            level_args += [prio, len(keys)]
+        per_job: list[Arg] = []
+        for job in jobs:
+            keys.append(k.job(job.id))
+            job_index = len(keys)
+            idem_index = 0
+            if job.idempotency_key is not None:
+                keys.append(k.idempotency(job.idempotency_key))
+                idem_index = len(keys)
+            per_job += [
+                job.id,
+                job_index,
+                job.priority,
+                time_arg(job.run_at) if job.run_at else "",
+                time_arg(job.created_at) if job.created_at else "",
+                job.type,
+                job.max_retries,
+                static_blob(job),
+                idem_index,
+            ]
+        args: list[Arg] = [
+            now_arg,
+            k.job_prefix,
+            GROUP,
+            queue,
+            repr(float(ttl)),
+            max(1, int(ttl * 1000)),
+            len(prios),
+            *level_args,
+            *per_job,
+        ]
+        return SCRIPTS["enqueue"], keys, args
+
+    async def _delete_each(self, keys: Sequence[str]) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        for key in keys:
+            pipe.delete(key)
+        await pipe.execute()
+
+    # -- consuming -------------------------------------------------------------------
+    async def fetch(
+        self, queues: Sequence[str], worker_id: str, limit: int, lease_seconds: float
+    ) -> list[Job]:
+        if limit <= 0 or not queues:
+            return []
+        claim = asyncio.ensure_future(
+            self._fetch(list(dict.fromkeys(queues)), worker_id, limit, lease_seconds)
+        )
+        try:
+            # Shielded: once the script ran, the jobs are leased whatever happens here.
+            return await asyncio.shield(claim)
+        except asyncio.CancelledError:
+            claim.add_done_callback(lambda f: self._release_lost_claim(f, worker_id))
+            raise
+
+    def _release_lost_claim(self, claim: asyncio.Future[list[Job]], worker_id: str) -> None:
+        # The caller was cancelled mid-fetch: hand the jobs back now rather than leaving
+        # them leased to nobody until their leases expire.
+        if claim.cancelled() or claim.exception() is not None or not claim.result():
+            return
+        outcomes = [
+            Outcome(job.id, worker_id, job.attempts, OutcomeKind.RELEASED) for job in claim.result()
+        ]
+        with contextlib.suppress(RuntimeError):  # the loop is closing: leases expire instead
+            task = asyncio.ensure_future(self.complete(outcomes))
+            self._dangling.add(task)
+            task.add_done_callback(self._settle)
+
+    def _settle(self, task: asyncio.Task[Any]) -> None:
+        self._dangling.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved: a failed background call is not worth a warning
+
+    @guarded
+    async def _fetch(
+        self, queues: list[str], worker_id: str, limit: int, lease_seconds: float
+    ) -> list[Job]:
+        now_arg = self._now_arg()
+        if len(queues) == 1:
+            plan: dict[str, tuple[int, dict[int, int] | None]] = {queues[0]: (limit, None)}
+        else:
+            plan = self._plan(queues, await self._probe(queues, now_arg), limit)
+        if not plan:
+            return []
+
+        def build(queue: str) -> Call:
+            quota, quotas = plan[queue]
+            return self._fetch_call(queue, worker_id, quota, lease_seconds, quotas, now_arg)
+
+        answers = await self._run_per_queue(list(plan), build)
+        leased: list[tuple[tuple[int, int, str], Job]] = []
+        dead: list[tuple[str, str]] = []
+        for queue, (_, now_s, outs, dead_ids, deadline_s) in answers.items():
+            for job_id, flat in outs:
+                fields = pairs(flat)  # as before the lease: apply what the script set
+                fields.update(s="running", sa=now_s, o=worker_id, l=deadline_s)
+                fields["a"] = str(int(fields.get("a", 0)) + 1)
+                job = job_from_hash(job_id, fields)
+                self._remember(job_id, (queue, job.priority))
+                leased.append(((-job.priority, _entry_ms(fields.get("x", "")), job_id), job))
+            dead += [(job_id, queue) for job_id in dead_ids]
+        if dead:  # dead-lettered foreign entries: make their records reachable by id
+            pipe = self.client.pipeline(transaction=False)
+            for job_id, queue in dead:
+                pipe.set(self._g.route(job_id), f"0:{queue}")
+            await pipe.execute()
+        if len(answers) > 1:
+            # Several queues: highest priority first, then the oldest stream entry.
+            leased.sort(key=lambda pair: pair[0])
+        return [job for _, job in leased]
+
+    def _fetch_call(
+        self,
+        queue: str,
+        worker_id: str,
+        limit: int,
+        lease_seconds: float,
+        quotas: dict[int, int] | None,
+        now_arg: str,
+    ) -> Call:
+        k = self.keys(queue)
+        keys = [k.prios, k.delayed, k.leases, k.pending, k.failed, k.done, k.events]
+        levels = self._levels.get(queue, [])
+        level_args: list[Arg] = []
+        for prio in levels:
+            keys.append(k.stream(prio))
+            quota = -1 if quotas is None else quotas.get(prio, 0)
+            level_args += [prio, len(keys), quota]
+        reclaim = -1 if quotas is None else quotas.get(_RECLAIM, 0)
+        args: list[Arg] = [
+            now_arg,
+            k.job_prefix,
+            GROUP,
+            CONSUMER,
+            worker_id,
+            limit,
+            repr(float(lease_seconds)),
+            self._ttl_ms(),
+            _LEASE_EXPIRED,
+            reclaim,
+            PROMOTE_CAP,
+            queue,
+            len(levels),
+            *level_args,
+        ]
+        return SCRIPTS["fetch"], keys, args
+
+    def _plan(
+        self, queues: list[str], probes: dict[str, _Probe], limit: int
+    ) -> dict[str, tuple[int, dict[int, int] | None]]:
+        """Split ``limit`` over several queues: expired leases first, then the highest
+        priority levels across queues, oldest waiting entry first among equals."""
+        left = limit
+        quotas: dict[str, dict[int, int]] = {q: {} for q in queues}
+        for queue in queues:
+            take = min(probes[queue].expired, left)
+            if take:
+                quotas[queue][_RECLAIM] = take
+                left -= take
+        candidates = sorted(
+            (-prio, _entry_ms(entry), job_id, order, queue, waiting)
+            for order, queue in enumerate(queues)
+            for prio, waiting, entry, job_id in probes[queue].levels
+        )
+        for neg_prio, _, _, _, queue, waiting in candidates:
+            if left <= 0:
+                break
+            take = min(waiting, left)
+            quotas[queue][-neg_prio] = take
+            left -= take
+        return {q: (sum(qs.values()), qs) for q, qs in quotas.items() if qs}
+
+    async def _probe(self, queues: Sequence[str], now_arg: str) -> dict[str, _Probe]:
+        def build(queue: str) -> Call:
+            k = self.keys(queue)
+            streams, level_args = self._level_keys(queue, 5)
+            keys = [k.prios, k.delayed, k.leases, k.wake, *streams]
+            args: list[Arg] = [now_arg, k.job_prefix, GROUP, PROMOTE_CAP, len(streams), *level_args]
+            return SCRIPTS["probe"], keys, args
+
+        out: dict[str, _Probe] = {}
+        for queue, answer in (await self._run_per_queue(queues, build)).items():
+            _, now_s, expired, delayed, lease, wake_id, levels = answer
+            times = [float(t) for t in (delayed, lease) if t != ""]
+            out[queue] = _Probe(
+                now=float(now_s),
+                expired=int(expired),
+                soonest=min(times) if times else None,
+                wake_id=wake_id,
+                levels=[(int(p), int(n), e, j) for p, n, e, j in levels],
+            )
+        return out
+
+    @guarded
+    async def renew(
+        self, worker_id: str, leases: Mapping[str, int], lease_seconds: float
+    ) -> set[str]:
+        if not leases:
+            return set()
+        routes = await self._resolve(leases)
+        lost = {job_id for job_id in leases if job_id not in routes}
+        by_queue: dict[str, list[str]] = {}
+        for job_id, (queue, _) in routes.items():
+            by_queue.setdefault(queue, []).append(job_id)
+        now_arg = self._now_arg()
+        calls: list[Call] = []
+        for queue, ids in by_queue.items():
+            k = self.keys(queue)
+            keys = [k.leases]
+            args: list[Arg] = [now_arg, worker_id, repr(float(lease_seconds))]
+            for job_id in ids:
+                keys.append(k.job(job_id))
+                args += [job_id, len(keys), leases[job_id]]
+            calls.append((SCRIPTS["renew"], keys, args))
+        for ids, positions in zip(by_queue.values(), await self._run(calls), strict=True):
+            lost.update(ids[p] for p in positions)
+        return lost
+
+    @guarded
+    async def complete(self, outcomes: Sequence[Outcome]) -> list[bool]:
+        if not outcomes:
+            return []
+        routes = await self._resolve(o.job_id for o in outcomes)
+        by_queue: dict[str, list[int]] = {}
+        for i, outcome in enumerate(outcomes):
+            route = routes.get(outcome.job_id)
+            if route is not None:
+                by_queue.setdefault(route[0], []).append(i)
+        now_arg = self._now_arg()
+        calls = [
+            self._complete_call(q, [outcomes[i] for i in idx], routes, now_arg)
+            for q, idx in by_queue.items()
+        ]
+        flags = [False] * len(outcomes)
+        for idx, answer in zip(by_queue.values(), await self._run(calls), strict=True):
+            for i, flag in zip(idx, answer, strict=True):
+                flags[i] = bool(flag)
+        self._forget(
+            o.job_id
+            for o, ok in zip(outcomes, flags, strict=True)
+            if ok and o.kind in (OutcomeKind.COMPLETED, OutcomeKind.FAILED)
+        )
+        return flags
+
+    def _complete_call(
+        self, queue: str, outcomes: list[Outcome], routes: dict[str, Route], now_arg: str
+    ) -> Call:
+        k = self.keys(queue)
+        keys = [k.leases, k.delayed, k.pending, k.completed, k.failed, k.done, k.events, k.wake]
+        index: dict[str, int] = {}
+
+        def key_index(key: str) -> int:
+            if key not in index:
+                keys.append(key)
+                index[key] = len(keys)
+            return index[key]
+
+        args: list[Arg] = [now_arg, GROUP, self._ttl_ms()]
+        for o in outcomes:
+            result = "null"
+            if o.kind is OutcomeKind.COMPLETED:
+                result = dumps(o.result, what=f"result of job {o.job_id}").decode()
+            args += [
+                o.job_id,
+                key_index(k.job(o.job_id)),
+                key_index(k.stream(routes[o.job_id][1])),
+                o.worker_id,
+                o.attempt,
+                _KIND[o.kind],
+                result,
+                dumps(o.error).decode(),
+                "" if o.retry_at is None else time_arg(o.retry_at),
+            ]
+        return SCRIPTS["complete"], keys, args
+
+    @guarded
+    async def set_progress(self, job_id: str, attempt: int, progress: int) -> bool:
+        route = (await self._resolve([job_id])).get(job_id)
+        if route is None:
+            return False
+        k = self.keys(route[0])
+        args: list[Arg] = [self._now_arg(), job_id, attempt, int(progress)]
+        return bool(await SCRIPTS["progress"](self.client, [k.job(job_id), k.events], args))
+
+    @guarded
+    async def wait_for_work(self, queues: Sequence[str], timeout: float) -> None:
+        """Return when a job in ``queues`` may be fetchable, or after ``timeout`` seconds.
+
+        Wakes on any enqueue or requeue (each appends to the queue's ``wake`` stream,
+        read here with ``XREAD BLOCK``), and at the next delayed job's due time or lease
+        expiry, judged by the store's clock.
+        """
+        names = list(dict.fromkeys(queues))
+        if not names:
+            await asyncio.sleep(max(0.0, timeout))
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(0.0, timeout)
+        probes = await self._probe(names, self._now_arg())
+        if any(p.expired or p.levels for p in probes.values()):
+            return
+        wait = deadline - loop.time()
+        for probe in probes.values():
+            if probe.soonest is not None:
+                wait = min(wait, probe.soonest - probe.now)
+        if wait <= 0:
+            return
+        ids = {self.keys(q).wake: p.wake_id for q, p in probes.items()}
+        await self._block(ids, wait)
+
+    async def _block(self, ids: dict[str, str], wait: float) -> None:
+        # Redis checks blocking timeouts only every 1/hz s (100 ms by default), too coarse
+        # for due times: the local timer decides, and a read still blocked when it fires
+        # is left to finish on its own (within ~100 ms) instead of being cancelled, which
+        # would cost its connection.
+        groups = [ids] if not self.cluster else [{key: value} for key, value in ids.items()]
+        block_ms = int(min(wait, MAX_BLOCK) * 1000) + 100
+        reads = [
+            asyncio.ensure_future(self.client.xread(group, count=1, block=block_ms))
+            for group in groups
+        ]
+        try:
+            done, _ = await asyncio.wait(
+                reads, timeout=min(wait, MAX_BLOCK), return_when=asyncio.FIRST_COMPLETED
+            )
+        except asyncio.CancelledError:
+            for read in reads:  # the caller is leaving (worker stopping): stop reading too
+                read.cancel()
+            raise
+        finally:
+            for read in reads:
+                if read.done():
+                    self._settle(read)
+                else:
+                    self._dangling.add(read)
+                    read.add_done_callback(self._settle)
+        for read in done:
+            read.result()  # a connection error surfaces here
+
+
+_RECLAIM = -(2**62)  # quota key for expired leases in a fetch plan
+
+
+def _entry_ms(entry: str) -> int:
+    ms, _, _ = entry.partition("-")
+    return int(ms) if ms.isdigit() else 0

@@ -1,0 +1,69 @@
+-- Store a batch of new jobs of one queue.
+-- KEYS: 1 prios, 2 delayed, 3 index:pending, 4 events, 5 wake,
+--       then the batch's stream keys, job keys and idempotency keys.
+-- ARGV: 1 now, 2 job key prefix, 3 group, 4 queue, 5 idempotency ttl (s), 6 ttl (ms),
+--       7 number of levels, then (priority, stream key index) per level,
+--       then 9 fields per job: id, job key index, priority, run_at, created_at, type,
+--       max retries, static JSON, idempotency key index (0: none).
+local now, now_s = clock(ARGV[1])
+local prefix, group, queue = ARGV[2], ARGV[3], ARGV[4]
+local ttl_s, ttl_ms = tonumber(ARGV[5]), ARGV[6]
+local nlevels = tonumber(ARGV[7])
+local streams = level_map(8, nlevels)
+for i = 0, nlevels - 1 do
+  local prio, stream = ARGV[8 + 2 * i], KEYS[tonumber(ARGV[9 + 2 * i])]
+  if redis.call('ZADD', KEYS[1], prio, prio) == 1 then
+    -- A new level: its group reads from the start, so nothing added earlier is missed.
+    redis.pcall('XGROUP', 'CREATE', stream, group, '0', 'MKSTREAM')
+  end
+end
+local out = {}
+local woke = false
+local queue_json = '{"queue":' .. cjson.encode(queue) .. ',"taskType":'
+local first = 8 + 2 * nlevels
+for i = first, #ARGV, 9 do
+  local id, key = ARGV[i], KEYS[tonumber(ARGV[i + 1])]
+  local prio, run_at, created_at = ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
+  local ikey = tonumber(ARGV[i + 8])
+  local existing = nil
+  if ikey > 0 then
+    local v = redis.call('GET', KEYS[ikey])
+    if v then
+      local sep = string.find(v, '|', 1, true)
+      if sep and tonumber(string.sub(v, sep + 1)) > now then
+        local old = string.sub(v, 1, sep - 1)
+        local rec = redis.call('HGETALL', prefix .. old)
+        if #rec > 0 then
+          existing = {old, rec}
+        end
+      end
+    end
+  end
+  if existing then
+    out[#out + 1] = existing
+  else
+    if run_at == '' then run_at = now_s end
+    if created_at == '' then created_at = now_s end
+    local entry = ''
+    if tonumber(run_at) > now then
+      redis.call('ZADD', KEYS[2], run_at, id)
+    else
+      entry = redis.call('XADD', streams[prio], '*', 'j', id)
+    end
+    redis.call('HSET', key, 't', ARGV[i + 5], 'q', queue, 'pr', prio, 'm', ARGV[i + 6],
+      'd', ARGV[i + 7], 'ca', created_at, 'r', run_at, 's', 'pending', 'a', '0', 'p', '0',
+      'x', entry)
+    redis.call('ZADD', KEYS[3], 0, id)
+    woke = true
+    if ikey > 0 then
+      redis.call('SET', KEYS[ikey], id .. '|' .. fmt(now + ttl_s), 'PX', ttl_ms)
+    end
+    emit(KEYS[4], now_s, 'job_created', id,
+      queue_json .. cjson.encode(ARGV[i + 5]) .. '}')
+    out[#out + 1] = 1
+  end
+end
+if woke then
+  wake(KEYS[5])
+end
+return {now_s, out}

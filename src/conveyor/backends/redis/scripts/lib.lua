@@ -1,0 +1,78 @@
+-- Prepended to every script at load time. Conventions:
+--   ARGV[1] is "now" from the backend's injected clock, or "" to use Redis TIME, so
+--   every process judges due-ness and leases by one clock.
+--   Times are stored as decimal strings exactly as received (client floats keep their
+--   repr); times computed here are written with microsecond precision.
+--   Job hash fields: t type, q queue, pr priority, m max retries, d static JSON,
+--   ca created, r run at, s status, a attempts, p progress, sa started, c completed,
+--   res result JSON, e error JSON, o lease owner, l lease deadline, x stream entry id.
+local EVENT_RETENTION = __EVENT_RETENTION__
+
+local function clock(arg)
+  if arg ~= '' then
+    return tonumber(arg), arg
+  end
+  local t = redis.call('TIME')
+  local s = t[1] .. '.' .. string.format('%06d', tonumber(t[2]))
+  return tonumber(s), s
+end
+
+local function fmt(x)
+  return string.format('%.6f', x)
+end
+
+local function emit(events, now_s, kind, id, data)
+  redis.call('XADD', events, 'MAXLEN', '~', EVENT_RETENTION, '*',
+    't', kind, 'j', id, 'a', now_s, 'd', data)
+end
+
+local function wake(key)
+  redis.call('XADD', key, 'MAXLEN', '1', '*', 'w', '1')
+end
+
+-- The stream key of each priority level: levels are declared in KEYS by the caller,
+-- listed (priority, key index) in ARGV from position `at`.
+local function level_map(at, n)
+  local map = {}
+  for i = 0, n - 1 do
+    map[ARGV[at + 2 * i]] = KEYS[tonumber(ARGV[at + 2 * i + 1])]
+  end
+  return map
+end
+
+-- Levels are declared by the client from its cache of the queue's priority set; a
+-- mismatch means a new level appeared, and the client refreshes and calls again.
+local function stale_levels(prios_key, declared)
+  local current = redis.call('ZRANGE', prios_key, 0, -1)
+  if #current ~= #declared then
+    return current
+  end
+  for i = 1, #current do
+    if current[i] ~= declared[i] then
+      return current
+    end
+  end
+  return nil
+end
+
+-- Due delayed jobs (and due retries) move into their priority's stream, oldest first.
+local function promote(delayed, prefix, streams, now, cap)
+  local due = redis.call('ZRANGEBYSCORE', delayed, '-inf', now, 'LIMIT', 0, cap)
+  for _, id in ipairs(due) do
+    redis.call('ZREM', delayed, id)
+    local key = prefix .. id
+    local f = redis.call('HMGET', key, 's', 'pr')
+    local stream = streams[f[2]]
+    if f[1] == 'pending' and stream then
+      redis.call('HSET', key, 'x', redis.call('XADD', stream, '*', 'j', id))
+    end
+  end
+  return #due
+end
+
+local function ack(stream, group, entry)
+  if stream and entry and entry ~= '' then
+    redis.call('XACK', stream, group, entry)
+    redis.call('XDEL', stream, entry)
+  end
+end

@@ -1,0 +1,57 @@
+-- What an idle worker (or a fetch over several queues) needs to know about one queue.
+-- Promotes due delayed jobs first.
+-- KEYS: 1 prios, 2 delayed, 3 leases, 4 wake, then one stream key per level.
+-- ARGV: 1 now, 2 job key prefix, 3 group, 4 promote cap, 5 number of levels, then
+--       (priority, stream key index) per level, ascending.
+-- Returns {'STALE', levels} or {'OK', now, expired leases, soonest delayed or '',
+-- soonest lease deadline or '', last wake id, {priority, waiting, first entry id,
+-- first job id}...}.
+local now, now_s = clock(ARGV[1])
+local prefix, group = ARGV[2], ARGV[3]
+local nlevels = tonumber(ARGV[5])
+local declared = {}
+for i = 0, nlevels - 1 do
+  declared[#declared + 1] = ARGV[6 + 2 * i]
+end
+local current = stale_levels(KEYS[1], declared)
+if current then
+  return {'STALE', current}
+end
+local streams = level_map(6, nlevels)
+promote(KEYS[2], prefix, streams, now, tonumber(ARGV[4]))
+local expired = redis.call('ZCOUNT', KEYS[3], '-inf', now)
+local function first_score(key)
+  local r = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+  if #r == 0 then return '' end
+  return r[2]
+end
+local last = redis.call('XREVRANGE', KEYS[4], '+', '-', 'COUNT', 1)
+local wake_id = '0-0'
+if #last > 0 then wake_id = last[1][1] end
+local levels = {}
+for i = 1, nlevels do
+  local prio = declared[i]
+  local stream = streams[prio]
+  local info = redis.pcall('XINFO', 'GROUPS', stream)
+  local pending, delivered = 0, '0-0'
+  if type(info) == 'table' and not info.err then
+    for _, g in ipairs(info) do
+      local fields = {}
+      for k = 1, #g, 2 do fields[g[k]] = g[k + 1] end
+      if fields['name'] == group then
+        pending, delivered = fields['pending'], fields['last-delivered-id']
+      end
+    end
+  end
+  local waiting = redis.call('XLEN', stream) - pending
+  if waiting > 0 then
+    local head = redis.call('XRANGE', stream, '(' .. delivered, '+', 'COUNT', 1)
+    local entry, job = '', ''
+    if #head > 0 then
+      entry = head[1][1]
+      if head[1][2][1] == 'j' then job = head[1][2][2] or '' end
+    end
+    levels[#levels + 1] = {prio, waiting, entry, job}
+  end
+end
+return {'OK', now_s, expired, first_score(KEYS[2]), first_score(KEYS[3]), wake_id, levels}

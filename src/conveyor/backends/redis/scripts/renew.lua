@@ -1,0 +1,22 @@
+-- Extend the leases of running jobs of one queue.
+-- KEYS: 1 leases, then job keys.
+-- ARGV: 1 now, 2 owner, 3 lease (s), then (id, job key index, attempt) per lease.
+-- Returns the positions (0-based) of leases the owner no longer holds.
+local now, now_s = clock(ARGV[1])
+local owner = ARGV[2]
+local deadline = now + tonumber(ARGV[3])
+local deadline_s = fmt(deadline)
+local lost = {}
+local n = 0
+for i = 4, #ARGV, 3 do
+  local id, key = ARGV[i], KEYS[tonumber(ARGV[i + 1])]
+  local f = redis.call('HMGET', key, 's', 'o', 'a')
+  if f[1] == 'running' and f[2] == owner and f[3] == ARGV[i + 2] then
+    redis.call('HSET', key, 'l', deadline_s)
+    redis.call('ZADD', KEYS[1], deadline, id)
+  else
+    lost[#lost + 1] = n
+  end
+  n = n + 1
+end
+return lost
