@@ -49,7 +49,8 @@ class Conveyor:
         #: ``module:attribute`` or ``path.py:attribute`` this app was loaded from, so that
         #: process-mode children can load the same app.
         self.spec: str | None = None
-        self._backends: dict[int, Backend] = {}
+        self._backends: dict[int, tuple[asyncio.AbstractEventLoop, Backend]] = {}
+        self._opening: dict[int, asyncio.Future[Backend]] = {}
         self._shared: Backend | None = None
         self._open_lock = threading.Lock()
         self._portal: tuple[asyncio.AbstractEventLoop, threading.Thread] | None = None
@@ -167,28 +168,42 @@ class Conveyor:
         """Return this event loop's opened store connection, opening it on first use.
 
         Each event loop gets its own connection (drivers bind to a loop); the in-memory
-        store is one object shared by all.
+        store is one object shared by all. Concurrent first calls share one opening.
         """
-        loop_id = id(asyncio.get_running_loop())
-        backend = self._backends.get(loop_id)
-        if backend is not None:
-            return backend
-        with self._open_lock:
-            if self.url.startswith("memory:"):
-                if self._shared is None:
-                    self._shared = backend_from_url(self.url)
-                backend = self._shared
-            else:
-                backend = backend_from_url(self.url)
-        await backend.open()
-        self._backends[loop_id] = backend
+        loop = asyncio.get_running_loop()
+        entry = self._backends.get(id(loop))
+        if entry is not None and entry[0] is loop:
+            return entry[1]
+        opening = self._opening.get(id(loop))
+        if opening is not None and not opening.done():
+            return await asyncio.shield(opening)
+        future: asyncio.Future[Backend] = loop.create_future()
+        self._opening[id(loop)] = future
+        try:
+            with self._open_lock:
+                if self.url.startswith("memory:"):
+                    if self._shared is None:
+                        self._shared = backend_from_url(self.url)
+                    backend = self._shared
+                else:
+                    backend = backend_from_url(self.url)
+            await backend.open()
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: waiters re-raise it, nobody else must
+            raise
+        finally:
+            del self._opening[id(loop)]
+        # The loop object is kept with its connection: ids of closed loops are reused.
+        self._backends[id(loop)] = (loop, backend)
+        future.set_result(backend)
         return backend
 
     async def release_backend(self) -> None:
         """Close this event loop's store connection (for loops that end before the app)."""
-        backend = self._backends.pop(id(asyncio.get_running_loop()), None)
-        if backend is not None and backend is not self._shared:
-            await backend.aclose()
+        entry = self._backends.pop(id(asyncio.get_running_loop()), None)
+        if entry is not None and entry[1] is not self._shared:
+            await entry[1].aclose()
 
     async def enqueue_jobs(self, jobs: Sequence[Job]) -> list[EnqueueResult]:
         """Store ready-built jobs in one round trip (see :meth:`Task.build_job`)."""
@@ -241,11 +256,13 @@ class Conveyor:
         """Close store connections opened by this app."""
         backends, self._backends = self._backends, {}
         portal = self._portal
-        for loop_id, backend in backends.items():
-            if portal is not None and loop_id == id(portal[0]):
-                asyncio.run_coroutine_threadsafe(backend.aclose(), portal[0]).result()
+        current = asyncio.get_running_loop()
+        for loop, backend in backends.values():
+            if loop is not current and loop.is_running():
+                # Drivers bound to another running loop (the sync bridge) close there.
+                closing = asyncio.run_coroutine_threadsafe(backend.aclose(), loop)
+                await asyncio.wrap_future(closing)
             else:
-                # Loop-agnostic stores (memory, SQLite's own thread) close from any loop.
                 await backend.aclose()
         if portal is not None:
             portal[0].call_soon_threadsafe(portal[0].stop)

@@ -244,3 +244,15 @@ def test_load_app_by_path_and_module(tmp_path: Path) -> None:
     broken.write_text("raise RuntimeError('boom at import')\n")
     with pytest.raises(ConfigurationError, match="boom at import"):
         load_app(f"{broken}:app")
+
+
+async def test_concurrent_first_use_opens_one_store_connection(tmp_path: Path) -> None:
+    import asyncio
+
+    app = Conveyor(settings=Settings.from_env({}, url=f"sqlite:///{tmp_path / 'x.db'}"))
+    first, second, third = await asyncio.gather(app.backend(), app.backend(), app.backend())
+    assert first is second is third
+    await app.aclose()
+    again = await app.backend()
+    assert again is not first  # closed connections are not handed out again
+    await app.aclose()
