@@ -36,13 +36,21 @@ def _make_server(app: Conveyor, host: str, port: int) -> Any:
 
     from conveyor.api import create_app
 
+    api = create_app(app)
+
     class _Server(uvicorn.Server):
         @contextlib.contextmanager
         def capture_signals(self) -> Generator[None, None, None]:
             yield  # signals are handled by `serve`, which also drains the worker
 
+        async def shutdown(self, sockets: Any = None) -> None:
+            # uvicorn waits for open responses before the app's lifespan shutdown runs:
+            # end the event streams first, or each open SSE stream holds the exit.
+            api.state.event_hub.close()
+            await super().shutdown(sockets)
+
     config = uvicorn.Config(
-        create_app(app),
+        api,
         host=host,
         port=port,
         log_level="warning",

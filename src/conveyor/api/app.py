@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from fastapi import FastAPI
 
 from conveyor.api.errors import JSONResponse, install_error_handlers
+from conveyor.api.events import EventHub
 from conveyor.api.middleware import BearerAuthMiddleware, BodyLimitMiddleware
 from conveyor.api.params import ParameterChecker
-from conveyor.api.routes import dashboard, health, jobs, queues, tasks
+from conveyor.api.routes import dashboard, events, health, jobs, queues, tasks, ws
 from conveyor.app import Conveyor
 
 
@@ -22,7 +26,22 @@ def create_app(conveyor: Conveyor) -> FastAPI:
         conveyor: the application whose tasks are submitted and whose store is read.
             ``settings.api_tokens`` turns on bearer auth; ``settings.max_body_bytes``
             bounds request bodies.
+
+    ``app.state.event_hub`` feeds the event stream and WebSocket; its poller starts with
+    the first listener and stops at shutdown. A server that waits for open responses
+    before shutting an app down (uvicorn does) should call ``event_hub.close()`` when it
+    starts to stop, so that event streams end at once.
     """
+    hub = EventHub(conveyor)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        hub.reopen()
+        try:
+            yield
+        finally:
+            await hub.aclose()
+
     app = FastAPI(
         title="Conveyor",
         summary="Submit, inspect, cancel and retry background jobs.",
@@ -31,14 +50,18 @@ def create_app(conveyor: Conveyor) -> FastAPI:
         docs_url="/docs",
         redoc_url=None,
         openapi_url="/openapi.json",
+        lifespan=lifespan,
     )
     app.state.conveyor = conveyor
+    app.state.event_hub = hub
     app.state.parameter_checker = ParameterChecker()
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(jobs.router)
     app.include_router(queues.router)
     app.include_router(tasks.router)
+    app.include_router(events.router)
+    app.include_router(ws.router)
     app.include_router(dashboard.router)
     settings = conveyor.settings
     # Added last runs first: auth, then the body limit, then the app.

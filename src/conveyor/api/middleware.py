@@ -108,8 +108,29 @@ class BodyLimitMiddleware:
             )
 
 
+def _presented_token(scope: Scope) -> bytes | None:
+    """The bearer token of ``Authorization``; for a WebSocket without that header, of
+    a ``bearer.<token>`` subprotocol (browsers cannot set headers on a WebSocket)."""
+    headers = scope.get("headers", ())
+    values = [v for k, v in headers if k == b"authorization"]
+    if values:
+        if len(values) != 1:
+            return None
+        scheme, _, token = values[0].strip().partition(b" ")
+        return token.strip() if scheme.lower() == b"bearer" else None
+    if scope["type"] != "websocket":
+        return None
+    offered = [
+        part.strip() for k, v in headers if k == b"sec-websocket-protocol" for part in v.split(b",")
+    ]
+    tokens = [p[7:] for p in offered if p[:7].lower() == b"bearer."]
+    return tokens[0] if len(tokens) == 1 else None
+
+
 class BearerAuthMiddleware:
     """Require ``Authorization: Bearer <token>`` on /api, /ws and /metrics.
+
+    A WebSocket handshake may carry the token as a ``bearer.<token>`` subprotocol instead.
 
     Every configured token is compared in constant time (no early exit), so timing
     reveals neither which token nor how much of one matched.
@@ -124,12 +145,8 @@ class BearerAuthMiddleware:
         return any(path == p or path.startswith(p + "/") for p in PROTECTED_PREFIXES)
 
     def _authorized(self, scope: Scope) -> bool:
-        values = [v for k, v in scope.get("headers", ()) if k == b"authorization"]
-        if len(values) != 1:
-            return False
-        scheme, _, token = values[0].strip().partition(b" ")
-        token = token.strip()
-        if scheme.lower() != b"bearer" or not token:
+        token = _presented_token(scope)
+        if not token:
             return False
         matched = False
         for candidate in self._tokens:

@@ -26,7 +26,7 @@ from conveyor.api.schemas import (
     render_job,
 )
 from conveyor.app import Conveyor
-from conveyor.backends.base import JobFilter
+from conveyor.backends.base import EnqueueResult, JobFilter
 from conveyor.errors import JobNotFoundError, ValidationError
 from conveyor.job import Job, JobStatus
 from conveyor.task import make_job_options
@@ -82,12 +82,57 @@ async def _read_submission(request: Request) -> SubmitJob:
         raise ValidationError(
             "the request body is not valid JSON", {"reason": shorten(str(exc), 200)}
         ) from None
+    return parse_submission(payload, "the request body", ("body",))
+
+
+def parse_submission(payload: Any, what: str, loc: tuple[str, ...]) -> SubmitJob:
+    """Validate a decoded submission (an HTTP body, or a WebSocket message's ``job``).
+
+    Args:
+        payload: the decoded JSON.
+        what: how to name it in messages ("the request body").
+        loc: where it sits, as the prefix of each field error's ``loc``.
+
+    Raises:
+        ValidationError: not an object, or a field is invalid.
+    """
     if not isinstance(payload, dict):
-        raise ValidationError("the request body must be a JSON object", {"errors": []})
+        raise ValidationError(f"{what} must be a JSON object", {"errors": []})
     try:
         return SubmitJob.model_validate(payload)
     except pydantic.ValidationError as exc:
-        raise validation_error(exc, "invalid job submission", ("body",)) from None
+        raise validation_error(exc, "invalid job submission", loc) from None
+
+
+async def enqueue_submission(
+    conveyor: Conveyor,
+    checker: ParameterChecker,
+    submission: SubmitJob,
+    idempotency_key: str | None = None,
+) -> EnqueueResult:
+    """Check a submission against its task and store the job (or find the existing one).
+
+    Raises:
+        UnknownTaskError, InvalidArgumentsError, SerializationError, ValidationError,
+        QueueFullError, BackendUnavailableError
+    """
+    task = conveyor.get_task(submission.type)
+    args, kwargs = checker.check(task, submission.parameters)
+    options = make_job_options(
+        delay=submission.delay,
+        run_at=submission.run_at_timestamp(),
+        priority=submission.priority,
+        idempotency_key=idempotency_key,
+        queue=submission.queue,
+        retries=submission.max_retries,
+        timeout=submission.timeout,
+        callback_url=submission.callback_url,
+        callback_secret=submission.callback_secret,
+    )
+    job = task.build_job(args, kwargs, options, time.time())
+    with backend_errors():
+        (result,) = await conveyor.enqueue_jobs([job])
+    return result
 
 
 def _idempotency_key(header: str | None, submission: SubmitJob) -> str | None:
@@ -135,22 +180,7 @@ async def submit_job(
     """
     submission = await _read_submission(request)
     key = _idempotency_key(idempotency_key, submission)
-    task = conveyor.get_task(submission.type)
-    args, kwargs = checker.check(task, submission.parameters)
-    options = make_job_options(
-        delay=submission.delay,
-        run_at=submission.run_at_timestamp(),
-        priority=submission.priority,
-        idempotency_key=key,
-        queue=submission.queue,
-        retries=submission.max_retries,
-        timeout=submission.timeout,
-        callback_url=submission.callback_url,
-        callback_secret=submission.callback_secret,
-    )
-    job = task.build_job(args, kwargs, options, time.time())
-    with backend_errors():
-        (result,) = await conveyor.enqueue_jobs([job])
+    result = await enqueue_submission(conveyor, checker, submission, key)
     stored = result.job
     return JSONResponse(
         {
