@@ -1,28 +1,43 @@
-"""``conveyor bench``: throughput of the store and worker on this machine.
+"""``conveyor bench``: what this machine does with Conveyor, measured end to end.
 
-Measures, with no-op tasks: the bulk enqueue rate (``enqueue_many``), the single enqueue
-rate, and the end-to-end drain rate of one worker process (enqueue everything, then run
-it all), with the process's peak RSS.
+Scenarios, all on a fresh, uniquely named queue:
+
+- **enqueue**: ``enqueue_many`` in batches of 1,000, and one ``enqueue`` at a time;
+- **drain**: no-op jobs all queued first, then run by ``workers`` worker processes; the
+  rate is jobs ÷ (last completion − first start), read from the job records, so worker
+  start-up is not counted;
+- **io**: the same with jobs that sleep 10 ms, at high concurrency;
+- **latency**: a producer enqueues at a steady rate while the workers run; queue wait is
+  each job's ``startedAt − createdAt`` (p50/p95/p99/max).
+
+Workers are separate ``conveyor worker`` processes (their peak RSS is reported), except
+on ``memory://``, which only one process can see. On Redis the server's CPU time and
+command count per job come from ``INFO``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import platform
-import resource
+import signal
 import sys
 import tempfile
 import time
 import uuid
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from conveyor.app import Conveyor
+from conveyor.backends.base import JobFilter
+from conveyor.job import Job, JobStatus
 from conveyor.settings import Settings
 from conveyor.worker import Worker
 
 app = Conveyor(settings=Settings.from_env({}, url="memory://"))
+SPEC = "conveyor.benchmark:app"
 
 
 @app.task(retries=0)
@@ -30,76 +45,268 @@ async def noop() -> None:
     """Does nothing: the benchmark measures Conveyor, not the task."""
 
 
+@app.task(retries=0)
+async def io(ms: float) -> None:
+    """Waits like a network call would."""
+    await asyncio.sleep(ms / 1000)
+
+
 @dataclass
-class BenchResult:
+class Figure:
+    """One measured figure."""
+
+    scenario: str
+    name: str
+    value: float
+    unit: str
+
+
+@dataclass
+class Report:
+    """Everything one run measured, plus where it ran."""
+
     url: str
-    jobs: int
+    workers: int
     concurrency: int
-    enqueue_many_per_s: float
-    enqueue_single_per_s: float
-    drain_per_s: float
-    end_to_end_per_s: float
-    peak_rss_mb: float
-    python: str
-    machine: str
+    machine: str = field(
+        default_factory=lambda: (
+            f"{platform.machine()}, {os.cpu_count()} cores, Python {sys.version.split()[0]}"
+        )
+    )
+    figures: list[Figure] = field(default_factory=list)
+
+    def add(self, scenario: str, name: str, value: float, unit: str) -> None:
+        self.figures.append(Figure(scenario, name, value, unit))
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def _rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def percentile(values: Sequence[float], q: float) -> float:
+    """The ``q``-quantile (0..1) by nearest rank; 0 for no values."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
+    return ordered[index]
 
 
-async def run_bench(url: str, jobs: int, concurrency: int, single: int = 2000) -> BenchResult:
-    """Run the benchmark against ``url`` on a fresh, uniquely named queue."""
-    app.settings = app.settings.replace(url=url)
-    queue = f"bench-{uuid.uuid4().hex[:8]}"
-    call = noop.options(queue=queue)
-    try:
+class _Workers:
+    """Worker processes on one queue (or one in-process worker for memory://)."""
+
+    def __init__(self, url: str, queue: str, count: int, concurrency: int) -> None:
+        self.url, self.queue, self.count, self.concurrency = url, queue, count, concurrency
+        self._procs: list[asyncio.subprocess.Process] = []
+        self._inline: tuple[Worker, asyncio.Task[None]] | None = None
+        self.peak_rss_mb = 0.0
+
+    async def __aenter__(self) -> _Workers:
+        if self.url.startswith("memory:"):
+            worker = Worker(app, queues=[self.queue], concurrency=self.concurrency)
+            self._inline = (worker, asyncio.create_task(worker.run()))
+            return self
+        command = [
+            sys.executable,
+            "-m",
+            "conveyor",
+            "--log-level",
+            "warning",
+            "worker",
+            SPEC,
+            "--url",
+            self.url,
+            "--queues",
+            self.queue,
+            "--concurrency",
+            str(self.concurrency),
+        ]
+        self._procs = [await asyncio.create_subprocess_exec(*command) for _ in range(self.count)]
+        return self
+
+    def _sample_rss(self) -> None:
+        for proc in self._procs:
+            try:
+                status = Path(f"/proc/{proc.pid}/status").read_text()
+            except OSError:
+                continue
+            for line in status.splitlines():
+                if line.startswith("VmHWM:"):
+                    self.peak_rss_mb = max(self.peak_rss_mb, int(line.split()[1]) / 1024)
+        if self._inline is not None:
+            import resource
+
+            self.peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._sample_rss()
+        if self._inline is not None:
+            self._inline[0].stop()
+            await self._inline[1]
+        for proc in self._procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in self._procs:
+            await asyncio.wait_for(proc.wait(), 60)
+
+
+async def _records(queue: str, expected: int) -> list[Job]:
+    backend = await app.backend()
+    out: list[Job] = []
+    cursor = None
+    while True:
+        page = await backend.list_jobs(JobFilter(queue=queue), limit=500, cursor=cursor)
+        out += page.items
+        if page.next_cursor is None:
+            return out
+        cursor = page.next_cursor
+
+
+async def _wait_finished(queue: str, expected: int, timeout: float) -> None:
+    backend = await app.backend()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        stats = {q.name: q for q in await backend.queue_stats()}
+        row = stats.get(queue)
+        if row is not None and row.completed + row.failed >= expected:
+            return
+        await asyncio.sleep(0.05)
+    raise TimeoutError(f"{queue}: not all {expected} jobs finished within {timeout}s")
+
+
+class _RedisMeter:
+    """Server CPU seconds and commands executed, from INFO (Redis stores only)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.enabled = url.startswith(("redis://", "rediss://"))
+
+    async def sample(self) -> tuple[float, int]:
+        if not self.enabled:
+            return 0.0, 0
+        import redis.asyncio as aioredis
+
+        client = aioredis.Redis.from_url(self.url.split("?")[0])
+        try:
+            cpu = await client.info("cpu")
+            stats = await client.info("commandstats")
+        finally:
+            await client.aclose()
+        seconds = float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"])
+        # Script calls are counted once as EVALSHA and again per command inside them.
+        calls = sum(int(v["calls"]) for k, v in stats.items() if k not in {"cmdstat_evalsha"})
+        return seconds, calls
+
+
+class Bench:
+    """Runs the scenarios against one store and collects a :class:`Report`."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        jobs: int,
+        concurrency: int,
+        workers: int,
+        say: Callable[[str], None] = lambda _: None,
+    ) -> None:
+        self.url, self.jobs, self.concurrency, self.workers = url, jobs, concurrency, workers
+        self.say = say
+        self.report = Report(url, workers, concurrency)
+        self.meter = _RedisMeter(url)
+
+    def _queue(self, scenario: str) -> str:
+        return f"bench-{scenario}-{uuid.uuid4().hex[:8]}"
+
+    async def enqueue(self) -> str:
+        queue = self._queue("drain")
+        call = noop.options(queue=queue)
+        self.say(f"enqueue_many: {self.jobs:,} jobs")
         started = time.perf_counter()
-        for offset in range(0, jobs, 1000):
-            await call.enqueue_many([((), {})] * min(1000, jobs - offset))
-        enqueued = time.perf_counter()
-
-        worker = Worker(app, queues=[queue], concurrency=concurrency)
-        runner = asyncio.create_task(worker.run())
-        drain_started = time.perf_counter()
-        while worker.stats.completed < jobs:  # noqa: ASYNC110 - a counter, checked cheaply
-            await asyncio.sleep(0.005)
-        drained = time.perf_counter()
-        worker.stop()
-        await runner
-
-        single_queue = f"{queue}-single"
-        one = noop.options(queue=single_queue)
-        single_started = time.perf_counter()
+        for offset in range(0, self.jobs, 1000):
+            await call.enqueue_many([((), {})] * min(1000, self.jobs - offset))
+        self.report.add(
+            "enqueue", "enqueue_many", self.jobs / (time.perf_counter() - started), "jobs/s"
+        )
+        single = min(2000, self.jobs)
+        one = noop.options(queue=self._queue("single"))
+        self.say(f"enqueue one at a time: {single:,} jobs")
+        started = time.perf_counter()
         for _ in range(single):
             await one.enqueue()
-        single_done = time.perf_counter()
-    finally:
-        await app.aclose()
-    return BenchResult(
-        url=url,
-        jobs=jobs,
-        concurrency=concurrency,
-        enqueue_many_per_s=jobs / (enqueued - started),
-        enqueue_single_per_s=single / (single_done - single_started),
-        drain_per_s=jobs / (drained - drain_started),
-        end_to_end_per_s=jobs / ((enqueued - started) + (drained - drain_started)),
-        peak_rss_mb=_rss_mb(),
-        python=sys.version.split()[0],
-        machine=f"{platform.machine()} {platform.processor() or ''} {_cpu_count()} cores".strip(),
-    )
+        self.report.add(
+            "enqueue", "enqueue (one at a time)", single / (time.perf_counter() - started), "jobs/s"
+        )
+        return queue
+
+    async def drain(self, queue: str, scenario: str, concurrency: int, count: int) -> None:
+        self.say(f"{scenario}: {count:,} jobs, {self.workers} worker(s) × {concurrency}")
+        cpu0, calls0 = await self.meter.sample()
+        async with _Workers(self.url, queue, self.workers, concurrency) as workers:
+            await _wait_finished(queue, count, timeout=max(120.0, count / 500))
+        cpu1, calls1 = await self.meter.sample()
+        jobs = await _records(queue, count)
+        done = [j for j in jobs if j.status is JobStatus.COMPLETED]
+        first = min(j.started_at or 0 for j in done)
+        last = max(j.completed_at or 0 for j in done)
+        self.report.add(scenario, "drain rate", len(done) / max(last - first, 1e-9), "jobs/s")
+        self.report.add(scenario, "worker peak RSS", workers.peak_rss_mb, "MB")
+        if self.meter.enabled and scenario == "drain":
+            # The drain scenario's server work: fetch, run bookkeeping, ack (+ stats polls).
+            self.report.add(
+                scenario, "Redis CPU per job (run + ack)", (cpu1 - cpu0) / count * 1e6, "µs"
+            )
+            self.report.add(
+                scenario,
+                "Redis commands per job (run + ack)",
+                (calls1 - calls0) / count,
+                "commands",
+            )
+
+    async def io(self) -> None:
+        count = min(self.jobs, 20_000)
+        queue = self._queue("io")
+        call = io.options(queue=queue)
+        for offset in range(0, count, 1000):
+            await call.enqueue_many([((10,), {})] * min(1000, count - offset))
+        await self.drain(queue, "io (10 ms sleep)", max(self.concurrency, 500), count)
+
+    async def latency(self, rate: int, seconds: float) -> None:
+        queue = self._queue(f"latency{rate}")
+        call = noop.options(queue=queue)
+        self.say(f"latency: {rate:,} jobs/s for {seconds:.0f}s")
+        async with _Workers(self.url, queue, self.workers, self.concurrency):
+            await (await call.enqueue()).wait(timeout=60)  # workers are up and warm
+            tick = 0.01
+            sent = 1
+            started = time.perf_counter()
+            while (elapsed := time.perf_counter() - started) < seconds:
+                due = int(elapsed * rate) + 1 - sent
+                if due > 0:
+                    await call.enqueue_many([((), {})] * due)
+                    sent += due
+                await asyncio.sleep(tick)
+            await _wait_finished(queue, sent, timeout=120)
+        jobs = await _records(queue, sent)
+        waits = [(j.started_at or 0) - j.created_at for j in jobs[:-1] if j.started_at]
+        for name, q in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99), ("max", 1.0)):
+            self.report.add(
+                f"latency at {rate:,}/s", f"queue wait {name}", percentile(waits, q) * 1000, "ms"
+            )
+
+    async def run(self, *, rates: Sequence[int], latency_seconds: float, io: bool) -> Report:
+        app.settings = app.settings.replace(url=self.url)
+        try:
+            queue = await self.enqueue()
+            await self.drain(queue, "drain", self.concurrency, self.jobs)
+            if io:
+                await self.io()
+            for rate in rates:
+                await self.latency(rate, latency_seconds)
+        finally:
+            await app.aclose()
+        return self.report
 
 
-def _cpu_count() -> int:
-    import os
-
-    return os.cpu_count() or 1
-
-
-def default_url() -> tuple[str, Path]:
+def scratch_url() -> tuple[str, Path]:
     """A throwaway SQLite file, so a benchmark never touches real data."""
     directory = Path(tempfile.mkdtemp(prefix="conveyor-bench-"))
     return f"sqlite:///{directory / 'bench.db'}", directory

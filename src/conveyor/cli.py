@@ -344,6 +344,18 @@ def queues(url: str | None) -> None:
 @click.option("--jobs", default=20_000, show_default=True, type=click.IntRange(1, 10_000_000))
 @concurrency_option
 @click.option(
+    "--workers", default=1, show_default=True, type=click.IntRange(1, 64), help="worker processes"
+)
+@click.option(
+    "--rate",
+    "rates",
+    multiple=True,
+    type=click.IntRange(1, 1_000_000),
+    help="steady arrival rate(s) for the latency scenario (default: 1000 and 5000)",
+)
+@click.option("--latency-seconds", default=5.0, show_default=True, type=click.FloatRange(0.5, 600))
+@click.option("--no-io", is_flag=True, help="skip the IO-bound scenario")
+@click.option(
     "--json",
     "json_path",
     default=None,
@@ -351,35 +363,57 @@ def queues(url: str | None) -> None:
     help="also write the figures to this JSON file",
 )
 @_friendly
-def bench(url: str | None, jobs: int, concurrency: int, json_path: str | None) -> None:
-    """Measure enqueue and end-to-end throughput with no-op jobs."""
+def bench(
+    url: str | None,
+    jobs: int,
+    concurrency: int,
+    workers: int,
+    rates: tuple[int, ...],
+    latency_seconds: float,
+    no_io: bool,
+    json_path: str | None,
+) -> None:
+    """Measure enqueue, drain and queue-wait latency with no-op jobs."""
     import shutil
 
     from rich.table import Table
 
-    from conveyor.benchmark import default_url, run_bench
+    from conveyor.benchmark import Bench, scratch_url
 
     scratch = None
     if url is None:
-        url, scratch = default_url()
+        url, scratch = scratch_url()
     console = _console()
-    with console.status(f"benchmarking {jobs:,} jobs on {url} ..."):
+    status = console.status("starting ...")
+    bench_run = Bench(
+        url,
+        jobs=jobs,
+        concurrency=concurrency,
+        workers=workers,
+        say=lambda text: status.update(text),
+    )
+    with status:
         try:
-            result = _collect(lambda: run_bench(url, jobs, concurrency))
+            report = _collect(
+                lambda: bench_run.run(
+                    rates=rates or (1000, 5000), latency_seconds=latency_seconds, io=not no_io
+                )
+            )
         finally:
             if scratch is not None:
                 shutil.rmtree(scratch, ignore_errors=True)
-    table = Table("figure", "value", title=f"conveyor bench — {result.machine}")
-    table.add_row("store", result.url)
-    table.add_row("jobs / concurrency", f"{result.jobs:,} / {result.concurrency}")
-    table.add_row("enqueue_many", f"{result.enqueue_many_per_s:,.0f} jobs/s")
-    table.add_row("enqueue (one at a time)", f"{result.enqueue_single_per_s:,.0f} jobs/s")
-    table.add_row("drain, one worker process", f"{result.drain_per_s:,.0f} jobs/s")
-    table.add_row("end to end (enqueue all, then drain)", f"{result.end_to_end_per_s:,.0f} jobs/s")
-    table.add_row("peak RSS", f"{result.peak_rss_mb:.0f} MB")
+    table = Table(
+        "scenario",
+        "figure",
+        "value",
+        title=f"conveyor bench — {report.machine}\n{report.url}, "
+        f"{report.workers} worker(s) × {report.concurrency}",
+    )
+    for f in report.figures:
+        table.add_row(f.scenario, f.name, f"{f.value:,.1f} {f.unit}")
     console.print(table)
     if json_path:
-        Path(json_path).write_bytes(dumps(result.as_dict()))
+        Path(json_path).write_bytes(dumps(report.as_dict()))
 
 
 T = TypeVar("T")

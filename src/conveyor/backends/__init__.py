@@ -32,8 +32,10 @@ def backend_from_url(url: str) -> Backend:
         try:
             from conveyor.backends.redis import RedisBackend
         except ImportError as exc:
+            if not (exc.name or "").startswith(("redis", "hiredis")):
+                raise  # a bug in Conveyor, not a missing extra
             raise ConfigurationError(
-                f"the redis backend is not available ({exc}); install it with: "
+                f"the redis driver is not installed ({exc}); install it with: "
                 "pip install 'conveyor[redis]'"
             ) from None
         backend: Backend = RedisBackend(url)
