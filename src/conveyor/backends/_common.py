@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from conveyor.backends.base import Outcome, OutcomeKind
+from conveyor.backends.base import Outcome, OutcomeKind, WorkerInfo
 from conveyor.job import Job, JobStatus, task_error
+from conveyor.serialization import dumps, loads
 
 #: How many events a store's feed keeps at least, so SSE clients can resume.
 EVENT_RETENTION = 100_000
+
+#: Seconds a producer refused by a full queue is told to wait (``Retry-After``).
+QUEUE_FULL_RETRY_AFTER = 1.0
 
 STATUS_OF_OUTCOME = {
     OutcomeKind.COMPLETED: JobStatus.COMPLETED,
@@ -67,3 +71,37 @@ def lease_expired_error(attempts: int) -> dict[str, Any]:
         reason="lease_expired",
         retryable=False,
     )
+
+
+def worker_to_json(info: WorkerInfo) -> str:
+    """A worker's registration as JSON (SQLite and Redis keep it so)."""
+    return dumps(
+        {
+            "id": info.id,
+            "host": info.host,
+            "pid": info.pid,
+            "queues": list(info.queues),
+            "concurrency": info.concurrency,
+            "inFlight": info.in_flight,
+            "startedAt": info.started_at,
+            "lastHeartbeat": info.last_heartbeat,
+        }
+    ).decode()
+
+
+def worker_from_json(text: str) -> WorkerInfo | None:
+    """The registration back; None for a value that is not one."""
+    try:
+        d: Any = loads(text)
+        return WorkerInfo(
+            id=str(d["id"]),
+            host=str(d["host"]),
+            pid=int(d["pid"]),
+            queues=tuple(str(q) for q in d["queues"]),
+            concurrency=int(d["concurrency"]),
+            in_flight=int(d["inFlight"]),
+            started_at=float(d["startedAt"]),
+            last_heartbeat=float(d["lastHeartbeat"]),
+        )
+    except Exception:  # written by hand or by another version: not a live worker
+        return None

@@ -90,6 +90,7 @@ class QueueStats:
     failed: int = 0
     cancelled: int = 0
     paused: bool = False
+    max_length: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,8 +101,163 @@ class EnqueueResult:
     created: bool
 
 
+@dataclass(frozen=True, slots=True)
+class WorkerInfo:
+    """A live worker process, as it registers itself with its heartbeat."""
+
+    id: str
+    host: str
+    pid: int
+    queues: tuple[str, ...]
+    concurrency: int
+    in_flight: int
+    started_at: float
+    last_heartbeat: float
+
+
+class MisfirePolicy(StrEnum):
+    """What a schedule does about fire times missed while no scheduler ran."""
+
+    SKIP = "skip"  # forget them; fire next at the next time after now
+    RUN_ONCE = "run_once"  # fire once for all of them (if within max drift), then go on
+
+
+class OverlapPolicy(StrEnum):
+    """What a fire does while the schedule's previous job is still pending or running."""
+
+    ALLOW = "allow"
+    SKIP = "skip"
+
+
+@dataclass(slots=True)
+class Schedule:
+    """A recurring job: a cron expression or a fixed interval, in a time zone.
+
+    ``source`` is ``"code"`` for schedules declared with ``@app.cron`` and ``"api"`` for
+    those created at run time. ``next_run_at``, ``last_run_at`` and ``last_job_id`` are
+    kept by the scheduler.
+    """
+
+    id: str
+    type: str
+    args: list[Any] = field(default_factory=list)
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    cron: str | None = None
+    interval: float | None = None
+    timezone: str = "UTC"
+    enabled: bool = True
+    queue: str | None = None
+    priority: int | None = None
+    jitter: float = 0.0
+    misfire_policy: MisfirePolicy = MisfirePolicy.RUN_ONCE
+    max_drift: float = 3600.0
+    overlap: OverlapPolicy = OverlapPolicy.ALLOW
+    source: str = "api"
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    next_run_at: float | None = None
+    last_run_at: float | None = None
+    last_job_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Fire:
+    """One fire of a schedule, recorded after its job was enqueued.
+
+    ``job_id`` None records a fire that made no job (overlap, a full queue, missed
+    times skipped): only ``next_run_at`` changes.
+    """
+
+    schedule_id: str
+    fired_at: float
+    next_run_at: float | None
+    job_id: str | None
+
+
+class LeaderLock(Protocol):
+    """A named lease held by one owner at a time, with a fencing token."""
+
+    async def acquire_lock(self, name: str, owner: str, ttl: float) -> int | None:
+        """Take the lock, or extend it when ``owner`` already holds it.
+
+        Returns the fencing token — it increases every time the lock changes hands — or
+        None while another owner holds an unexpired lock.
+        """
+
+    async def release_lock(self, name: str, owner: str) -> None:
+        """Give the lock up if ``owner`` holds it (no-op otherwise)."""
+
+
+class QueueControl(Protocol):
+    """Per-queue settings kept in the store, so every process agrees on them."""
+
+    async def configure_queue(self, queue: str, *, max_length: int | None) -> None:
+        """Set (or clear, with None) the most pending jobs a queue may hold.
+
+        ``enqueue`` then refuses a batch that would take the queue's pending and
+        scheduled jobs past it, atomically, with ``QueueFullError``.
+        """
+
+    async def pause_queue(self, queue: str) -> None:
+        """Stop handing out the queue's jobs (``fetch`` skips it); pending jobs stay."""
+
+    async def resume_queue(self, queue: str) -> None:
+        """Hand out the queue's jobs again."""
+
+
+class WorkerRegistry(Protocol):
+    """Live workers, each kept by its own heartbeat."""
+
+    async def register_worker(self, info: WorkerInfo, ttl: float) -> None:
+        """Add or refresh a worker; it disappears ``ttl`` seconds after its last refresh."""
+
+    async def unregister_worker(self, worker_id: str) -> None:
+        """Remove a worker at once (clean shutdown)."""
+
+    async def list_workers(self) -> list[WorkerInfo]:
+        """Workers whose registration has not expired."""
+
+
+class DeliveryLog(Protocol):
+    """State kept for background deliverers (webhooks): per-job state and cursors."""
+
+    async def record_webhook(self, job_id: str, state: dict[str, Any]) -> None:
+        """Store a job's webhook delivery state (shown on the job as ``webhook``)."""
+
+    async def get_cursor(self, name: str) -> str | None:
+        """A named position in the event feed, or None."""
+
+    async def set_cursor(self, name: str, value: str) -> None:
+        """Remember a named position in the event feed."""
+
+
+class ScheduleStore(Protocol):
+    """Schedules, changed at run time and read by every scheduler replica."""
+
+    async def save_schedule(self, schedule: Schedule) -> Schedule:
+        """Insert or replace a schedule (by id); returns it as stored."""
+
+    async def get_schedule(self, schedule_id: str) -> Schedule | None:
+        """One schedule, or None."""
+
+    async def list_schedules(self) -> list[Schedule]:
+        """Every schedule, ordered by id."""
+
+    async def delete_schedule(self, schedule_id: str) -> bool:
+        """Remove a schedule; False when there was none."""
+
+    async def schedules_version(self) -> int:
+        """A number that changes whenever any schedule is saved or deleted (cheap)."""
+
+    async def record_fires(self, fires: Sequence[Fire]) -> None:
+        """Record fires in one round trip: ``last_run_at``, ``last_job_id``, ``next_run_at``.
+
+        Recording a fire does not change :meth:`schedules_version`.
+        """
+
+
 @runtime_checkable
-class Backend(Protocol):
+class Backend(LeaderLock, QueueControl, WorkerRegistry, DeliveryLog, ScheduleStore, Protocol):
     """A job store. See the module docstring for the contract."""
 
     url: str

@@ -18,10 +18,13 @@ from typing import Any
 from conveyor.backends._common import (
     EVENT_OF_OUTCOME,
     EVENT_RETENTION,
+    QUEUE_FULL_RETRY_AFTER,
     apply_outcome,
     lease_expired_error,
     outcome_event_data,
 )
+from conveyor.backends._memory_registry import MemoryRegistryMixin
+from conveyor.backends._memory_schedules import MemorySchedulesMixin
 from conveyor.backends.base import (
     EnqueueResult,
     Event,
@@ -30,11 +33,11 @@ from conveyor.backends.base import (
     Outcome,
     QueueStats,
 )
-from conveyor.errors import ConflictError, JobNotFoundError
+from conveyor.errors import ConflictError, JobNotFoundError, QueueFullError
 from conveyor.job import Job, JobStatus
 
 
-class InMemoryBackend:
+class InMemoryBackend(MemoryRegistryMixin, MemorySchedulesMixin):
     """A :class:`~conveyor.backends.base.Backend` that keeps everything in dicts and heaps."""
 
     def __init__(self, url: str = "memory://", *, clock: Any = time.time) -> None:
@@ -52,6 +55,11 @@ class InMemoryBackend:
         self._events: deque[Event] = deque(maxlen=EVENT_RETENTION)
         self._event_seq = itertools.count(1)
         self._waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
+        self._locks: dict[str, tuple[str, float, int]] = {}  # name -> (owner, expiry, token)
+        self._max_length: dict[str, int] = {}
+        self._paused: set[str] = set()
+        self._init_registry()
+        self._init_schedules()
 
     # -- lifecycle -------------------------------------------------------------------
     async def open(self) -> None:
@@ -122,6 +130,7 @@ class InMemoryBackend:
         now = float(self._clock())
         results: list[EnqueueResult] = []
         with self._lock:
+            self._check_room(jobs, now)
             for new in jobs:
                 key = new.idempotency_key
                 if key is not None:
@@ -143,6 +152,47 @@ class InMemoryBackend:
             self._notify()
         return results
 
+    def _check_room(self, jobs: Sequence[Job], now: float) -> None:
+        """Refuse the whole batch if it would take a limited queue past its maximum."""
+        if not self._max_length:
+            return
+        adding: dict[str, int] = {}
+        keys: set[str] = set()
+        for job in jobs:
+            key = job.idempotency_key
+            if key is not None:
+                remembered = self._idempotency.get(key)
+                if key in keys or (
+                    remembered is not None and remembered[1] > now and remembered[0] in self._jobs
+                ):
+                    continue  # an idempotency hit adds nothing
+                keys.add(key)
+            if job.queue in self._max_length:
+                adding[job.queue] = adding.get(job.queue, 0) + 1
+        for queue, count in adding.items():
+            held = sum(
+                1 for j in self._jobs.values() if j.queue == queue and j.status is JobStatus.PENDING
+            )
+            if held + count > self._max_length[queue]:
+                raise QueueFullError(queue, QUEUE_FULL_RETRY_AFTER)
+
+    # -- queue control ---------------------------------------------------------------
+    async def configure_queue(self, queue: str, *, max_length: int | None) -> None:
+        with self._lock:
+            if max_length is None:
+                self._max_length.pop(queue, None)
+            else:
+                self._max_length[queue] = max_length
+
+    async def pause_queue(self, queue: str) -> None:
+        with self._lock:
+            self._paused.add(queue)
+
+    async def resume_queue(self, queue: str) -> None:
+        with self._lock:
+            self._paused.discard(queue)
+            self._notify()
+
     # -- consuming -------------------------------------------------------------------
     async def fetch(
         self, queues: Sequence[str], worker_id: str, limit: int, lease_seconds: float
@@ -150,6 +200,7 @@ class InMemoryBackend:
         now = float(self._clock())
         out: list[Job] = []
         with self._lock:
+            queues = [q for q in queues if q not in self._paused]
             wanted = set(queues)
             for job in list(self._running.values()):
                 if len(out) >= limit:
@@ -240,6 +291,7 @@ class InMemoryBackend:
         event = asyncio.Event()
         with self._lock:
             now = float(self._clock())
+            queues = [q for q in queues if q not in self._paused]
             due = [heap[0][0] for q in queues if (heap := self._delayed.get(q))]
             expiring = [
                 j.lease_expires_at
@@ -347,6 +399,11 @@ class InMemoryBackend:
                 if job.status is JobStatus.PENDING and job.run_at > now:
                     key = "scheduled"
                 row[key] = row.get(key, 0) + 1
+            for queue in (*self._paused, *self._max_length):
+                counts.setdefault(queue, {})
+            for queue, row in counts.items():
+                row["paused"] = queue in self._paused
+                row["max_length"] = self._max_length.get(queue)
         return [QueueStats(name=name, **row) for name, row in sorted(counts.items())]
 
     # -- events ----------------------------------------------------------------------
@@ -354,3 +411,24 @@ class InMemoryBackend:
         with self._lock:
             events = [e for e in self._events if after is None or e.id > after]
         return events[:limit]
+
+    # -- leader lock -----------------------------------------------------------------
+    async def acquire_lock(self, name: str, owner: str, ttl: float) -> int | None:
+        now = float(self._clock())
+        with self._lock:
+            held = self._locks.get(name)
+            if held is not None and held[0] != owner and held[1] > now:
+                return None
+            if held is not None and held[0] == owner and held[1] > now:
+                token = held[2]
+            else:
+                token = (held[2] if held is not None else 0) + 1
+            self._locks[name] = (owner, now + ttl, token)
+            return token
+
+    async def release_lock(self, name: str, owner: str) -> None:
+        with self._lock:
+            held = self._locks.get(name)
+            if held is not None and held[0] == owner:
+                # Keep the token so the next holder's is higher.
+                self._locks[name] = ("", 0.0, held[2])

@@ -50,6 +50,9 @@ from conveyor.backends._sqlite_conn import (
     unsubscribe,
     wake,
 )
+from conveyor.backends._sqlite_delivery import SQLiteDeliveryMixin
+from conveyor.backends._sqlite_lock import SQLiteLockMixin
+from conveyor.backends._sqlite_queues import SQLiteQueuesMixin, check_room, paused_among
 from conveyor.backends._sqlite_rows import (
     COLUMNS,
     FINISHED,
@@ -61,6 +64,8 @@ from conveyor.backends._sqlite_rows import (
     job_to_row,
     state_row,
 )
+from conveyor.backends._sqlite_schedules import SQLiteSchedulesMixin
+from conveyor.backends._sqlite_workers import SQLiteWorkersMixin
 from conveyor.backends.base import (
     EnqueueResult,
     Event,
@@ -93,7 +98,13 @@ class _Probe:
     soonest: float | None = None
 
 
-class SQLiteBackend:
+class SQLiteBackend(
+    SQLiteLockMixin,
+    SQLiteQueuesMixin,
+    SQLiteWorkersMixin,
+    SQLiteDeliveryMixin,
+    SQLiteSchedulesMixin,
+):
     """A :class:`~conveyor.backends.base.Backend` on one SQLite file.
 
     Args:
@@ -220,6 +231,7 @@ class SQLiteBackend:
         keys: list[tuple[str, str, float]] = []
         events: list[tuple[str, str, float, Any]] = []
         in_batch: dict[str, Job] = {}
+        adding: dict[str, int] = {}
         for new in jobs:
             key = new.idempotency_key
             if key is not None:
@@ -236,6 +248,8 @@ class SQLiteBackend:
                 keys.append((key, job.id, now + ttl))
             events.append(("job_created", job.id, now, {"queue": job.queue, "taskType": job.type}))
             results.append(EnqueueResult(job.copy(), True))
+            adding[job.queue] = adding.get(job.queue, 0) + 1
+        check_room(conn, adding)
         conn.executemany(INSERT, rows)
         conn.executemany("INSERT OR REPLACE INTO idempotency VALUES (?, ?, ?)", keys)
         self._emit(conn, events)
@@ -291,6 +305,11 @@ class SQLiteBackend:
         lease_seconds: float,
     ) -> list[Job]:
         now = float(self._clock())
+        paused = paused_among(conn, queues)
+        if paused:
+            queues = [q for q in queues if q not in paused]
+            if not queues:
+                return []
         queues_json = dumps(queues).decode()
         events: list[tuple[str, str, float, Any]] = []
         changed: list[Job] = []
@@ -484,7 +503,10 @@ class SQLiteBackend:
             return _Probe(version, checked=False)
         now = float(self._clock())
         soonest: float | None = None
+        paused = paused_among(conn, queues)
         for queue in queues:
+            if queue in paused:
+                continue
             for status, column in (("pending", "run_at"), ("running", "lease_expires_at")):
                 (at,) = conn.execute(
                     f"SELECT min({column}) FROM jobs WHERE queue = ? AND status = '{status}'",
@@ -585,16 +607,26 @@ class SQLiteBackend:
         return await self._run(lambda conn: transaction(conn, lambda: tx(conn)))
 
     async def queue_stats(self) -> list[QueueStats]:
-        def read(conn: sqlite3.Connection) -> list[tuple[str, str, int]]:
-            return conn.execute(
+        def read(
+            conn: sqlite3.Connection,
+        ) -> tuple[list[tuple[str, str, int]], list[tuple[str, int | None, int]]]:
+            counts = conn.execute(
                 "SELECT queue, CASE WHEN status = 'pending' AND run_at > ? THEN 'scheduled' "
                 "ELSE status END AS state, count(*) FROM jobs GROUP BY queue, state",
                 (float(self._clock()),),
             ).fetchall()
+            settings = conn.execute(
+                "SELECT name, max_length, paused FROM queues "
+                "WHERE max_length IS NOT NULL OR paused = 1"
+            ).fetchall()
+            return counts, settings
 
         counts: dict[str, dict[str, Any]] = {}
-        for queue, state, count in await self._run(read):
+        rows, settings = await self._run(read)
+        for queue, state, count in rows:
             counts.setdefault(queue, {})[state] = count
+        for queue, max_length, paused in settings:
+            counts.setdefault(queue, {}).update(max_length=max_length, paused=bool(paused))
         return [QueueStats(name=name, **row) for name, row in sorted(counts.items())]
 
     # -- events ----------------------------------------------------------------------

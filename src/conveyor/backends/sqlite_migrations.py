@@ -93,6 +93,70 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX idempotency_expiry ON idempotency (expires_at)",
         ),
     ),
+    Migration(
+        2,
+        "leader locks",
+        (
+            """
+            CREATE TABLE locks (
+                name TEXT PRIMARY KEY,
+                owner TEXT NOT NULL,
+                expires_at REAL NOT NULL,
+                token INTEGER NOT NULL
+            )
+            """,
+        ),
+    ),
+    Migration(
+        3,
+        "queue settings, live workers, delivery cursors",
+        (
+            """
+            CREATE TABLE queues (
+                name TEXT PRIMARY KEY,
+                max_length INTEGER,
+                paused INTEGER NOT NULL DEFAULT 0
+            )
+            """,
+            """
+            CREATE TABLE workers (
+                id TEXT PRIMARY KEY,
+                info TEXT NOT NULL,
+                expires_at REAL NOT NULL
+            )
+            """,
+            """
+            CREATE TABLE cursors (
+                name TEXT PRIMARY KEY,
+                value TEXT NOT NULL
+            )
+            """,
+        ),
+    ),
+    Migration(
+        4,
+        "schedules",
+        (
+            # The definition is one JSON document; the run state has columns of its own
+            # because the scheduler rewrites it on every fire.
+            """
+            CREATE TABLE schedules (
+                id TEXT PRIMARY KEY,
+                definition TEXT NOT NULL,
+                next_run_at REAL,
+                last_run_at REAL,
+                last_job_id TEXT
+            )
+            """,
+            """
+            CREATE TABLE schedule_version (
+                id INTEGER PRIMARY KEY CHECK (id = 1),
+                version INTEGER NOT NULL
+            )
+            """,
+            "INSERT INTO schedule_version (id, version) VALUES (1, 0)",
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

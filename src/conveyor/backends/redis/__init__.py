@@ -20,11 +20,20 @@ cluster slot and different queues spread over a cluster. With the default prefix
 ``conveyor:{q:NAME}:idem:KEY``    ``job id|expires_at`` (SET NX semantics inside the enqueue
                                    script, with a PX TTL)
 ``conveyor:{q:NAME}:wake``        a one-entry stream idle workers block on (XREAD BLOCK)
+``conveyor:{q:NAME}:conf``        hash: queue settings, ``max`` (maximum length) and ``paused``;
+                                   read inside the enqueue, fetch, probe and stats scripts
+``conveyor:{workers}:info``       hash worker id -> registration JSON, with
+``conveyor:{workers}:expiry``     zset worker id -> expiry (pruned by ``workers.lua``)
+``conveyor:cursor:NAME``          a named event-feed position (webhook deliverer)
 ``conveyor:queues``               set of queue names
 ``conveyor:jobq:ID``              ``priority:queue`` of a job, for calls that know only its
                                    id (get, cancel, retry); deleted by ``purge``
 ``conveyor:events``               the event feed, a capped stream (MAXLEN ~ 100,000); on a
                                    cluster, one feed per queue: ``conveyor:{q:NAME}:events``
+``conveyor:{sched}:defs``         hash: schedule id -> its definition (JSON); ``:next`` and
+                                   ``:last`` hold each schedule's next run and
+                                   ``last run|last job id``, ``:version`` counts edits
+                                   (script ``schedules``; all four share one slot)
 
 Why this layout: a step that must be atomic (lease a job, store an outcome, check an
 idempotency key and create the job) is one Lua script, and on a cluster a script may

@@ -76,7 +76,7 @@ def job_from_hash(job_id: str, h: dict[str, str]) -> Job:
         idempotency_key=static.get("idem"),
         callback_url=static.get("cbu"),
         callback_secret=static.get("cbs"),
-        webhook=static.get("wh"),
+        webhook=_json(h.get("wh")) or static.get("wh"),  # `wh`: written by the deliverer
         lease_owner=h.get("o") or None,
         lease_expires_at=_float(h.get("l")),
     )

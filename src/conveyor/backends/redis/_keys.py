@@ -76,6 +76,7 @@ class QueueKeys:
     __slots__ = (
         "cancelled",
         "completed",
+        "conf",
         "delayed",
         "done",
         "events",
@@ -99,6 +100,7 @@ class QueueKeys:
         self.leases = base + "leases"
         self.wake = base + "wake"
         self.done = base + "done"
+        self.conf = base + "conf"
         self.pending = base + "i:pending"
         self.completed = base + "i:completed"
         self.failed = base + "i:failed"
@@ -123,12 +125,19 @@ class QueueKeys:
 class GlobalKeys:
     """Keys not bound to one queue (each lives in a slot of its own on a cluster)."""
 
-    __slots__ = ("events", "prefix", "queues")
+    __slots__ = ("events", "prefix", "queues", "worker_expiry", "workers")
 
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
         self.queues = f"{prefix}:queues"
         self.events = f"{prefix}:events"
+        # One slot for the registry, so one script reads and prunes it.
+        self.workers = f"{prefix}:{{workers}}:info"
+        self.worker_expiry = f"{prefix}:{{workers}}:expiry"
+
+    def cursor(self, name: str) -> str:
+        """A named position in the event feed (webhook deliverer, ...)."""
+        return f"{self.prefix}:cursor:{name}"
 
     def route(self, job_id: str) -> str:
         """``priority:queue`` of a job, for callers that know only its id."""

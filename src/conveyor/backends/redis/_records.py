@@ -198,14 +198,26 @@ class RecordsMixin(RedisBase):
         calls: list[Call] = []
         for queue in queues:
             k = self.keys(queue)
-            keys = [k.pending, k.delayed, k.leases, k.completed, k.failed, k.cancelled]
+            keys = [k.pending, k.delayed, k.leases, k.completed, k.failed, k.cancelled, k.conf]
             calls.append((SCRIPTS["stats"], keys, [now_arg]))
         out: list[QueueStats] = []
-        for queue, counts in zip(queues, await self._run(calls) if calls else [], strict=True):
-            pending, scheduled, running, completed, failed, cancelled = (int(c) for c in counts)
-            if any((pending, scheduled, running, completed, failed, cancelled)):
+        for queue, answer in zip(queues, await self._run(calls) if calls else [], strict=True):
+            pending, scheduled, running, completed, failed, cancelled = (int(c) for c in answer[:6])
+            paused = answer[6] == "1"
+            max_length = int(answer[7]) if answer[7] else None
+            if paused or max_length is not None or any(int(c) for c in answer[:6]):
                 out.append(
-                    QueueStats(queue, pending, scheduled, running, completed, failed, cancelled)
+                    QueueStats(
+                        queue,
+                        pending,
+                        scheduled,
+                        running,
+                        completed,
+                        failed,
+                        cancelled,
+                        paused=paused,
+                        max_length=max_length,
+                    )
                 )
         return out
 

@@ -28,6 +28,10 @@ NAMES = (
     "retry",
     "purge",
     "stats",
+    "lock",
+    "schedules",
+    "workers",
+    "webhook",
 )
 
 Arg = str | int | float

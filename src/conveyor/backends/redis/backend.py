@@ -8,13 +8,19 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from conveyor.backends._common import lease_expired_error
+from conveyor.backends._common import QUEUE_FULL_RETRY_AFTER, lease_expired_error
 from conveyor.backends.base import EnqueueResult, Outcome, OutcomeKind
 from conveyor.backends.redis._base import CONSUMER, GROUP, Call, RedisBase, Route
 from conveyor.backends.redis._codec import job_from_hash, pairs, static_blob, time_arg
 from conveyor.backends.redis._connect import MAX_BLOCK, check_server, guarded
+from conveyor.backends.redis._delivery import DeliveryMixin
+from conveyor.backends.redis._lock import LockMixin
+from conveyor.backends.redis._queues import QueuesMixin
 from conveyor.backends.redis._records import RecordsMixin
+from conveyor.backends.redis._schedules import SchedulesMixin
 from conveyor.backends.redis._scripts import SCRIPTS, Arg
+from conveyor.backends.redis._workers import WorkersMixin
+from conveyor.errors import ConveyorError, QueueFullError
 from conveyor.job import Job, JobStatus
 from conveyor.serialization import dumps
 
@@ -40,7 +46,15 @@ class _Probe:
     levels: list[tuple[int, int, str, str]] = field(default_factory=list)
 
 
-class RedisBackend(RecordsMixin, RedisBase):
+class RedisBackend(
+    LockMixin,
+    QueuesMixin,
+    WorkersMixin,
+    DeliveryMixin,
+    RecordsMixin,
+    SchedulesMixin,
+    RedisBase,
+):
     """A :class:`~conveyor.backends.base.Backend` on Redis (or Redis Cluster).
 
     Args:
@@ -111,13 +125,26 @@ class RedisBackend(RecordsMixin, RedisBase):
         for i, job in enumerate(jobs):
             by_queue.setdefault(job.queue, []).append(i)
         now_arg = self._now_arg()
-        calls = [
-            self._enqueue_call(q, [jobs[i] for i in idx], idempotency_ttl, now_arg)
-            for q, idx in by_queue.items()
-        ]
+        batches = {q: [jobs[i] for i in idx] for q, idx in by_queue.items()}
+        if len(batches) > 1:
+            # Several queues, several scripts: check every queue's room first, so that a
+            # full queue refuses the whole batch before anything is stored.
+            checks = [
+                self._enqueue_call(q, b, idempotency_ttl, now_arg, "check")
+                for q, b in batches.items()
+            ]
+            for queue, answer in zip(batches, await self._run(checks), strict=True):
+                if answer[0] == "FULL":
+                    raise QueueFullError(queue, QUEUE_FULL_RETRY_AFTER)
+        calls = [self._enqueue_call(q, b, idempotency_ttl, now_arg) for q, b in batches.items()]
         pipe = self.client.pipeline(transaction=False)
-        for job in jobs:  # before the scripts: a job is never stored without its route
-            pipe.set(self._g.route(job.id), f"{job.priority}:{job.queue}")
+        # Before the scripts: a job is never stored without its route.
+        routes = {self._g.route(job.id): f"{job.priority}:{job.queue}" for job in jobs}
+        if self.cluster:  # routes spread over slots: one SET each
+            for key, value in routes.items():
+                pipe.set(key, value)
+        else:  # one MSET: per-command client overhead would dominate a large batch
+            pipe.mset(routes)
         new_queues = [q for q in by_queue if q not in self._seen]
         if new_queues:
             pipe.sadd(self._g.queues, *new_queues)
@@ -128,7 +155,7 @@ class RedisBackend(RecordsMixin, RedisBase):
             for script, keys, args in calls:
                 script.queue(pipe, keys, args)
             answers = await pipe.execute(raise_on_error=False)
-            extra = len(jobs) + (1 if new_queues else 0)
+            extra = 1 + (1 if new_queues else 0)
             for answer in answers[:extra]:
                 if isinstance(answer, Exception):
                     raise answer
@@ -138,6 +165,11 @@ class RedisBackend(RecordsMixin, RedisBase):
                     script, keys, args = calls[i]
                     script_answers[i] = await script(self.client, keys, args)
         self._seen.update(new_queues)
+        full = [
+            q for q, answer in zip(by_queue, script_answers, strict=True) if answer[0] == "FULL"
+        ]
+        if full:
+            await self._refuse(full[0], jobs, by_queue, script_answers)
 
         results: list[EnqueueResult | None] = [None] * len(jobs)
         unused: list[str] = []
@@ -158,10 +190,32 @@ class RedisBackend(RecordsMixin, RedisBase):
             await self._delete_each([self._g.route(i) for i in unused])
         return [r for r in results if r is not None]
 
-    def _enqueue_call(self, queue: str, jobs: list[Job], ttl: float, now_arg: str) -> Call:
+    async def _refuse(
+        self,
+        queue: str,
+        jobs: Sequence[Job],
+        by_queue: dict[str, list[int]],
+        answers: list[Any],
+    ) -> None:
+        """A queue was full: undo the rest of the batch (only another queue's part that
+        was stored after the check, in a race with a concurrent submit) and refuse it."""
+        stored: list[str] = []
+        for (_, idx), answer in zip(by_queue.items(), answers, strict=True):
+            if answer[0] != "FULL":
+                stored += [jobs[i].id for i, out in zip(idx, answer[1], strict=True) if out == 1]
+        for job_id in stored:
+            with contextlib.suppress(ConveyorError):
+                await self.cancel(job_id)
+        kept = set(stored)
+        await self._delete_each([self._g.route(job.id) for job in jobs if job.id not in kept])
+        raise QueueFullError(queue, QUEUE_FULL_RETRY_AFTER)
+
+    def _enqueue_call(
+        self, queue: str, jobs: list[Job], ttl: float, now_arg: str, mode: str = ""
+    ) -> Call:
         k = self.keys(queue)
         prios = sorted({job.priority for job in jobs})
-        keys = [k.prios, k.delayed, k.pending, k.events, k.wake]
+        keys = [k.prios, k.delayed, k.pending, k.events, k.wake, k.conf]
         level_args: list[Arg] = []
         for prio in prios:
             keys.append(k.stream(prio))
@@ -192,6 +246,7 @@ class RedisBackend(RecordsMixin, RedisBase):
             queue,
             repr(float(ttl)),
             max(1, int(ttl * 1000)),
+            mode,
             len(prios),
             *level_args,
             *per_job,
@@ -286,7 +341,7 @@ class RedisBackend(RecordsMixin, RedisBase):
         now_arg: str,
     ) -> Call:
         k = self.keys(queue)
-        keys = [k.prios, k.delayed, k.leases, k.pending, k.failed, k.done, k.events]
+        keys = [k.prios, k.delayed, k.leases, k.pending, k.failed, k.done, k.events, k.conf]
         levels = self._levels.get(queue, [])
         level_args: list[Arg] = []
         for prio in levels:
@@ -340,8 +395,8 @@ class RedisBackend(RecordsMixin, RedisBase):
     async def _probe(self, queues: Sequence[str], now_arg: str) -> dict[str, _Probe]:
         def build(queue: str) -> Call:
             k = self.keys(queue)
-            streams, level_args = self._level_keys(queue, 5)
-            keys = [k.prios, k.delayed, k.leases, k.wake, *streams]
+            streams, level_args = self._level_keys(queue, 6)
+            keys = [k.prios, k.delayed, k.leases, k.wake, k.conf, *streams]
             args: list[Arg] = [now_arg, k.job_prefix, GROUP, PROMOTE_CAP, len(streams), *level_args]
             return SCRIPTS["probe"], keys, args
 

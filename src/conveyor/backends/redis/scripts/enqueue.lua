@@ -1,17 +1,58 @@
--- Store a batch of new jobs of one queue.
--- KEYS: 1 prios, 2 delayed, 3 index:pending, 4 events, 5 wake,
+-- Store a batch of new jobs of one queue, or refuse it whole when the queue's maximum
+-- length (field `max` of the conf hash) would be passed: pending + scheduled jobs (the
+-- pending index) plus the batch's new jobs; idempotency hits do not count.
+-- KEYS: 1 prios, 2 delayed, 3 index:pending, 4 events, 5 wake, 6 conf,
 --       then the batch's stream keys, job keys and idempotency keys.
 -- ARGV: 1 now, 2 job key prefix, 3 group, 4 queue, 5 idempotency ttl (s), 6 ttl (ms),
---       7 number of levels, then (priority, stream key index) per level,
+--       7 mode ("" store, "check" only check the length), 8 number of levels,
+--       then (priority, stream key index) per level,
 --       then 9 fields per job: id, job key index, priority, run_at, created_at, type,
 --       max retries, static JSON, idempotency key index (0: none).
+-- Returns {now, {1 | {existing id, fields}} per job} or {'FULL', now} (nothing stored).
 local now, now_s = clock(ARGV[1])
 local prefix, group, queue = ARGV[2], ARGV[3], ARGV[4]
 local ttl_s, ttl_ms = tonumber(ARGV[5]), ARGV[6]
-local nlevels = tonumber(ARGV[7])
-local streams = level_map(8, nlevels)
+local nlevels = tonumber(ARGV[8])
+local first = 9 + 2 * nlevels
+
+local function remembered(ikey)
+  local v = redis.call('GET', KEYS[ikey])
+  if v then
+    local sep = string.find(v, '|', 1, true)
+    if sep and tonumber(string.sub(v, sep + 1)) > now then
+      local old = string.sub(v, 1, sep - 1)
+      local rec = redis.call('HGETALL', prefix .. old)
+      if #rec > 0 then
+        return {old, rec}
+      end
+    end
+  end
+  return nil
+end
+
+local max = redis.call('HGET', KEYS[6], 'max')
+if max then
+  local adding, keys = 0, {}
+  for i = first, #ARGV, 9 do
+    local ikey = tonumber(ARGV[i + 8])
+    if ikey == 0 then
+      adding = adding + 1
+    elseif not keys[KEYS[ikey]] then
+      keys[KEYS[ikey]] = true
+      if not remembered(ikey) then adding = adding + 1 end
+    end
+  end
+  if adding > 0 and redis.call('ZCARD', KEYS[3]) + adding > tonumber(max) then
+    return {'FULL', now_s}
+  end
+end
+if ARGV[7] == 'check' then
+  return {'OK', now_s}
+end
+
+local streams = level_map(9, nlevels)
 for i = 0, nlevels - 1 do
-  local prio, stream = ARGV[8 + 2 * i], KEYS[tonumber(ARGV[9 + 2 * i])]
+  local prio, stream = ARGV[9 + 2 * i], KEYS[tonumber(ARGV[10 + 2 * i])]
   if redis.call('ZADD', KEYS[1], prio, prio) == 1 then
     -- A new level: its group reads from the start, so nothing added earlier is missed.
     redis.pcall('XGROUP', 'CREATE', stream, group, '0', 'MKSTREAM')
@@ -20,24 +61,13 @@ end
 local out = {}
 local woke = false
 local queue_json = '{"queue":' .. cjson.encode(queue) .. ',"taskType":'
-local first = 8 + 2 * nlevels
 for i = first, #ARGV, 9 do
   local id, key = ARGV[i], KEYS[tonumber(ARGV[i + 1])]
   local prio, run_at, created_at = ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
   local ikey = tonumber(ARGV[i + 8])
   local existing = nil
   if ikey > 0 then
-    local v = redis.call('GET', KEYS[ikey])
-    if v then
-      local sep = string.find(v, '|', 1, true)
-      if sep and tonumber(string.sub(v, sep + 1)) > now then
-        local old = string.sub(v, 1, sep - 1)
-        local rec = redis.call('HGETALL', prefix .. old)
-        if #rec > 0 then
-          existing = {old, rec}
-        end
-      end
-    end
+    existing = remembered(ikey)
   end
   if existing then
     out[#out + 1] = existing

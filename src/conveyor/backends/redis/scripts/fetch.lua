@@ -2,7 +2,8 @@
 -- dead-lettered when over budget), then due delayed jobs are promoted, then new stream
 -- entries are read, highest priority level first.
 -- KEYS: 1 prios, 2 delayed, 3 leases, 4 index:pending, 5 index:failed, 6 done,
---       7 events, then one stream key per priority level.
+--       7 events, 8 conf, then one stream key per priority level.
+-- A paused queue (conf field `paused`) hands out nothing, not even expired leases.
 -- ARGV: 1 now, 2 job key prefix, 3 group, 4 consumer, 5 owner, 6 limit, 7 lease (s),
 --       8 finished ttl (ms), 9 lease-expired error (attempts written 987654321),
 --       10 reclaim cap (-1: limit), 11 promote cap, 12 queue, 13 number of levels, then per level ascending:
@@ -16,6 +17,9 @@ local prefix, group, consumer, owner = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local limit, lease, ttl_ms = tonumber(ARGV[6]), tonumber(ARGV[7]), ARGV[8]
 local template, reclaim_cap, promote_cap = ARGV[9], tonumber(ARGV[10]), ARGV[11]
 local queue, nlevels = ARGV[12], tonumber(ARGV[13])
+if redis.call('HGET', KEYS[8], 'paused') == '1' then
+  return {'OK', now_s, {}, {}, fmt(now)}
+end
 local declared, streams, levels = {}, {}, {}
 for i = 0, nlevels - 1 do
   local at = 14 + 3 * i

@@ -5,7 +5,8 @@
 --   repr); times computed here are written with microsecond precision.
 --   Job hash fields: t type, q queue, pr priority, m max retries, d static JSON,
 --   ca created, r run at, s status, a attempts, p progress, sa started, c completed,
---   res result JSON, e error JSON, o lease owner, l lease deadline, x stream entry id.
+--   res result JSON, e error JSON, o lease owner, l lease deadline, x stream entry id,
+--   wh webhook delivery state JSON.
 local EVENT_RETENTION = __EVENT_RETENTION__
 
 local function clock(arg)

@@ -1,6 +1,8 @@
 -- What an idle worker (or a fetch over several queues) needs to know about one queue.
 -- Promotes due delayed jobs first.
--- KEYS: 1 prios, 2 delayed, 3 leases, 4 wake, then one stream key per level.
+-- KEYS: 1 prios, 2 delayed, 3 leases, 4 wake, 5 conf, then one stream key per level.
+-- A paused queue reports nothing to do (its idle workers block on the wake stream,
+-- which resuming writes to).
 -- ARGV: 1 now, 2 job key prefix, 3 group, 4 promote cap, 5 number of levels, then
 --       (priority, stream key index) per level, ascending.
 -- Returns {'STALE', levels} or {'OK', now, expired leases, soonest delayed or '',
@@ -12,6 +14,14 @@ local nlevels = tonumber(ARGV[5])
 local declared = {}
 for i = 0, nlevels - 1 do
   declared[#declared + 1] = ARGV[6 + 2 * i]
+end
+local function last_wake()
+  local last = redis.call('XREVRANGE', KEYS[4], '+', '-', 'COUNT', 1)
+  if #last > 0 then return last[1][1] end
+  return '0-0'
+end
+if redis.call('HGET', KEYS[5], 'paused') == '1' then
+  return {'OK', now_s, 0, '', '', last_wake(), {}}
 end
 local current = stale_levels(KEYS[1], declared)
 if current then
@@ -25,9 +35,7 @@ local function first_score(key)
   if #r == 0 then return '' end
   return r[2]
 end
-local last = redis.call('XREVRANGE', KEYS[4], '+', '-', 'COUNT', 1)
-local wake_id = '0-0'
-if #last > 0 then wake_id = last[1][1] end
+local wake_id = last_wake()
 local levels = {}
 for i = 1, nlevels do
   local prio = declared[i]
