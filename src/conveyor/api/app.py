@@ -11,7 +11,17 @@ from conveyor.api.errors import JSONResponse, install_error_handlers
 from conveyor.api.events import EventHub
 from conveyor.api.middleware import BearerAuthMiddleware, BodyLimitMiddleware
 from conveyor.api.params import ParameterChecker
-from conveyor.api.routes import dashboard, events, health, jobs, queues, tasks, ws
+from conveyor.api.routes import (
+    dashboard,
+    events,
+    health,
+    jobs,
+    queues,
+    schedules,
+    tasks,
+    workers,
+    ws,
+)
 from conveyor.app import Conveyor
 
 
@@ -59,7 +69,9 @@ def create_app(conveyor: Conveyor) -> FastAPI:
     app.include_router(health.router)
     app.include_router(jobs.router)
     app.include_router(queues.router)
+    app.include_router(workers.router)
     app.include_router(tasks.router)
+    app.include_router(schedules.router)
     app.include_router(events.router)
     app.include_router(ws.router)
     app.include_router(dashboard.router)

@@ -17,12 +17,14 @@ from conveyor.errors import BackendUnavailableError, ConveyorError
 logger = logging.getLogger(__name__)
 
 
-def get_conveyor(request: Request) -> Conveyor:
+# Dependencies are `async def`: FastAPI runs plain functions in a thread pool, a thread
+# hop per request for what is an attribute read.
+async def get_conveyor(request: Request) -> Conveyor:
     """The application this API serves (set by :func:`conveyor.api.create_app`)."""
     return cast(Conveyor, request.app.state.conveyor)
 
 
-def get_checker(request: Request) -> ParameterChecker:
+async def get_checker(request: Request) -> ParameterChecker:
     """This API app's cache of parameter validators."""
     return cast(ParameterChecker, request.app.state.parameter_checker)
 

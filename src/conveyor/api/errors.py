@@ -20,6 +20,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse as _StarletteJSONResponse
 from starlette.responses import Response
+from starlette.routing import Match
 
 from conveyor.errors import (
     BackendError,
@@ -183,7 +184,21 @@ async def _on_http_exception(request: Request, exc: Exception) -> Response:
         message = f"no such resource: {shorten(request.url.path)}"
     elif exc.status_code == 405 and message == "Method Not Allowed":
         message = f"method {shorten(request.method, 20)} is not allowed here"
-    return error_response(exc.status_code, code, message, headers=exc.headers)
+    headers = exc.headers
+    if exc.status_code == 405:
+        headers = {**(exc.headers or {}), "Allow": _allowed_methods(request)}
+    return error_response(exc.status_code, code, message, headers=headers)
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method some route of this path takes (Starlette names only the first route's,
+    when several routes share a path)."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches({**request.scope, "method": "\x00"})
+        if match is Match.PARTIAL:
+            methods |= set(getattr(route, "methods", None) or ())
+    return ", ".join(sorted(methods))
 
 
 async def _on_unexpected(request: Request, exc: Exception) -> Response:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 import orjson
 import pydantic
@@ -30,6 +31,7 @@ from conveyor.backends.base import EnqueueResult, JobFilter
 from conveyor.errors import JobNotFoundError, ValidationError
 from conveyor.job import Job, JobStatus
 from conveyor.task import make_job_options
+from conveyor.webhooks.ssrf import forbidden_reason, literal_ip
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"], responses=ERROR_DEFAULT)
 
@@ -118,6 +120,8 @@ async def enqueue_submission(
     """
     task = conveyor.get_task(submission.type)
     args, kwargs = checker.check(task, submission.parameters)
+    if submission.callback_url is not None and not conveyor.settings.webhook_allow_private:
+        _check_callback_target(submission.callback_url)
     options = make_job_options(
         delay=submission.delay,
         run_at=submission.run_at_timestamp(),
@@ -133,6 +137,20 @@ async def enqueue_submission(
     with backend_errors():
         (result,) = await conveyor.enqueue_jobs([job])
     return result
+
+
+def _check_callback_target(url: str) -> None:
+    """Refuse at once a callback to a literal address the deliverer would refuse (any
+    spelling: ``127.1``, ``2130706433``, ``[::ffff:7f00:1]``). Host names are resolved
+    and checked when delivering, on the address actually connected to."""
+    ip = literal_ip(urlsplit(url).hostname or "")
+    reason = None if ip is None else forbidden_reason(ip)
+    if reason is not None:
+        raise ValidationError(
+            f"callbackUrl points to a {reason} address ({ip}); webhooks go to public "
+            "addresses only unless CONVEYOR_WEBHOOK_ALLOW_PRIVATE=1",
+            {"errors": [{"loc": ["body", "callbackUrl"], "message": f"{reason} address"}]},
+        )
 
 
 def _idempotency_key(header: str | None, submission: SubmitJob) -> str | None:

@@ -1,53 +1,116 @@
-"""``/api/v1/queues``: depth of each queue by state."""
+"""``/api/v1/queues``: depth of each queue by state, rates, pause and resume."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any, cast
 
-from fastapi import APIRouter, Depends
-from pydantic import BaseModel
+from fastapi import APIRouter, Depends, Path, Request
+from pydantic import BaseModel, Field
 from starlette.responses import Response
 
 from conveyor.api.deps import backend_errors, get_conveyor, open_backend
 from conveyor.api.errors import JSONResponse
-from conveyor.api.schemas import ERROR_DEFAULT
+from conveyor.api.rates import CompletionRate
+from conveyor.api.schemas import ERROR_DEFAULT, QUEUE_PATTERN, ErrorResponse, _Camel
 from conveyor.app import Conveyor
+from conveyor.backends.base import Backend, QueueStats
 
 router = APIRouter(prefix="/api/v1/queues", tags=["queues"], responses=ERROR_DEFAULT)
 
+App = Annotated[Conveyor, Depends(get_conveyor)]
+QueueName = Annotated[
+    str, Path(min_length=1, max_length=100, pattern=QUEUE_PATTERN, description="the queue")
+]
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorResponse, "description": "missing or wrong bearer token"},
+    503: {"model": ErrorResponse, "description": "the store is unavailable"},
+}
 
-class QueueOut(BaseModel):
+
+class QueueOut(_Camel):
+    """One queue: counts by state, its settings, and its recent throughput."""
+
     name: str
-    pending: int
-    scheduled: int
+    pending: int = Field(description="due jobs waiting for a worker")
+    scheduled: int = Field(description="delayed jobs and retries waiting for their time")
     running: int
-    completed: int
-    failed: int
+    completed: int = Field(description="completed jobs still retained")
+    failed: int = Field(description="the dead-letter set")
     cancelled: int
-    paused: bool
+    paused: bool = Field(description="workers take none of its jobs while paused")
+    max_length: int | None = Field(description="most pending + scheduled jobs; null: no limit")
+    completed_per_minute: int = Field(
+        description="jobs completed in the last minute, counted from the event feed"
+    )
 
 
 class QueueList(BaseModel):
     items: list[QueueOut]
 
 
-@router.get("", response_model=QueueList, summary="List queues")
-async def list_queues(conveyor: Annotated[Conveyor, Depends(get_conveyor)]) -> Response:
-    """Every queue that holds jobs, with counts by state (``scheduled``: delayed jobs)."""
+def _rates(request: Request) -> CompletionRate:
+    state = request.app.state
+    rate = getattr(state, "completion_rate", None)
+    if rate is None:
+        rate = state.completion_rate = CompletionRate()
+    return cast(CompletionRate, rate)
+
+
+def _render(q: QueueStats, per_minute: dict[str, int]) -> dict[str, Any]:
+    return {
+        "name": q.name,
+        "pending": q.pending,
+        "scheduled": q.scheduled,
+        "running": q.running,
+        "completed": q.completed,
+        "failed": q.failed,
+        "cancelled": q.cancelled,
+        "paused": q.paused,
+        "maxLength": q.max_length,
+        "completedPerMinute": per_minute.get(q.name, 0),
+    }
+
+
+async def _stats(conveyor: Conveyor, backend: Backend) -> dict[str, QueueStats]:
+    with backend_errors():
+        found = {q.name: q for q in await backend.queue_stats()}
+    for name, options in conveyor.queue_options.items():  # declared in code, still empty
+        found.setdefault(name, QueueStats(name, max_length=options.max_length))
+    return found
+
+
+@router.get("", response_model=QueueList, summary="List queues", responses=_ERRORS)
+async def list_queues(request: Request, conveyor: App) -> Response:
+    """Every queue that holds jobs, is paused or limited, or is declared in code."""
+    backend = await open_backend(conveyor)
+    stats = await _stats(conveyor, backend)
+    with backend_errors():
+        per_minute = await _rates(request).per_minute(backend)
+    items = [_render(stats[name], per_minute) for name in sorted(stats)]
+    return JSONResponse({"items": items})
+
+
+async def _one(request: Request, conveyor: App, backend: Backend, name: str) -> Response:
+    stats = await _stats(conveyor, backend)
+    with backend_errors():
+        per_minute = await _rates(request).per_minute(backend)
+    return JSONResponse(_render(stats.get(name) or QueueStats(name), per_minute))
+
+
+@router.post("/{name}/pause", response_model=QueueOut, summary="Pause a queue", responses=_ERRORS)
+async def pause_queue(request: Request, conveyor: App, name: QueueName) -> Response:
+    """Workers stop taking the queue's jobs (within a second); jobs already running go
+    on, and submissions are still accepted. Idempotent."""
     backend = await open_backend(conveyor)
     with backend_errors():
-        stats = await backend.queue_stats()
-    items = [
-        {
-            "name": q.name,
-            "pending": q.pending,
-            "scheduled": q.scheduled,
-            "running": q.running,
-            "completed": q.completed,
-            "failed": q.failed,
-            "cancelled": q.cancelled,
-            "paused": q.paused,
-        }
-        for q in stats
-    ]
-    return JSONResponse({"items": items})
+        await backend.pause_queue(name)
+    return await _one(request, conveyor, backend, name)
+
+
+@router.post("/{name}/resume", response_model=QueueOut, summary="Resume a queue", responses=_ERRORS)
+async def resume_queue(request: Request, conveyor: App, name: QueueName) -> Response:
+    """Workers take the queue's jobs again. Idempotent."""
+    backend = await open_backend(conveyor)
+    with backend_errors():
+        await backend.resume_queue(name)
+    return await _one(request, conveyor, backend, name)

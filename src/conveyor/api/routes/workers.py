@@ -1,0 +1,63 @@
+"""``/api/v1/workers``: live workers, as their heartbeats register them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends
+from pydantic import Field
+from starlette.responses import Response
+
+from conveyor.api.deps import backend_errors, get_conveyor, open_backend
+from conveyor.api.errors import JSONResponse
+from conveyor.api.schemas import ERROR_DEFAULT, ErrorResponse, _Camel, format_instant
+from conveyor.app import Conveyor
+
+router = APIRouter(prefix="/api/v1/workers", tags=["workers"], responses=ERROR_DEFAULT)
+
+
+class WorkerOut(_Camel):
+    """One live worker process."""
+
+    id: str
+    host: str
+    pid: int
+    queues: list[str]
+    concurrency: int = Field(description="the most jobs it runs at once")
+    in_flight: int = Field(description="jobs it was running at its last heartbeat")
+    started_at: datetime
+    last_heartbeat: datetime
+
+
+class WorkerList(_Camel):
+    items: list[WorkerOut]
+
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorResponse, "description": "missing or wrong bearer token"},
+    503: {"model": ErrorResponse, "description": "the store is unavailable"},
+}
+
+
+@router.get("", response_model=WorkerList, summary="List workers", responses=_ERRORS)
+async def list_workers(conveyor: Annotated[Conveyor, Depends(get_conveyor)]) -> Response:
+    """Workers whose heartbeat is recent (a worker that stops beating drops out after
+    about three heartbeat intervals; a clean shutdown removes it at once)."""
+    backend = await open_backend(conveyor)
+    with backend_errors():
+        workers = await backend.list_workers()
+    items = [
+        {
+            "id": w.id,
+            "host": w.host,
+            "pid": w.pid,
+            "queues": list(w.queues),
+            "concurrency": w.concurrency,
+            "inFlight": w.in_flight,
+            "startedAt": format_instant(w.started_at),
+            "lastHeartbeat": format_instant(w.last_heartbeat),
+        }
+        for w in workers
+    ]
+    return JSONResponse({"items": items})
