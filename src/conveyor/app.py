@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 import threading
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar, overload
 
 from conveyor.backends import backend_from_url
-from conveyor.backends.base import Backend, EnqueueResult
+from conveyor.backends.base import Backend, EnqueueResult, MisfirePolicy, OverlapPolicy, Schedule
 from conveyor.errors import ConfigurationError, UnknownTaskError, ValidationError
 from conveyor.job import Job, JobHandle
 from conveyor.settings import Settings
@@ -21,6 +23,22 @@ from conveyor.task import Mode, Task, TaskOptions, make_job_options
 P = ParamSpec("P")
 R = TypeVar("R")
 T = TypeVar("T")
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class QueueOptions:
+    """Options of one queue, declared in code with :meth:`Conveyor.queue`.
+
+    Args:
+        name: the queue.
+        max_length: the most pending and scheduled jobs it may hold (None: no limit);
+            submissions past it are refused with ``QueueFullError`` (HTTP 429).
+    """
+
+    name: str
+    max_length: int | None = None
 
 
 class Conveyor:
@@ -46,6 +64,10 @@ class Conveyor:
         base = settings if settings is not None else Settings.from_env()
         self.settings = base.replace(url=url) if url else base
         self.tasks: dict[str, Task[Any, Any]] = {}
+        #: Schedules declared with :meth:`cron` and :meth:`every`, by id.
+        self.schedules: dict[str, Schedule] = {}
+        #: Queue options declared with :meth:`queue`, pushed to the store at start.
+        self.queue_options: dict[str, QueueOptions] = {}
         #: ``module:attribute`` or ``path.py:attribute`` this app was loaded from, so that
         #: process-mode children can load the same app.
         self.spec: str | None = None
@@ -150,6 +172,94 @@ class Conveyor:
             return register(fn)
         return register
 
+    def cron(
+        self,
+        expression: str,
+        *,
+        timezone: str = "UTC",
+        name: str | None = None,
+        queue: str | None = None,
+        priority: int | None = None,
+        args: Sequence[Any] = (),
+        kwargs: dict[str, Any] | None = None,
+        jitter: float = 0.0,
+        misfire_policy: MisfirePolicy | str = MisfirePolicy.RUN_ONCE,
+        max_drift: float = 3600.0,
+        overlap: OverlapPolicy | str = OverlapPolicy.ALLOW,
+        enabled: bool = True,
+        **task_options: Any,
+    ) -> Callable[[Callable[..., Any]], Task[Any, Any]]:
+        """Run a function on a cron schedule: ``@app.cron("*/30 * * * * *")``.
+
+        Registers the function as a task (``task_options`` go to :meth:`task`) and
+        declares a schedule whose id is ``name``, else the task's name. Scheduler
+        replicas store it when they start; see ``docs/scheduling.md``.
+
+        Args:
+            expression: 5 fields, or 6 with seconds first, or an ``@hourly`` macro.
+            timezone: the IANA zone the expression is read in.
+            name: the schedule id (and the task name when this registers the task).
+            queue: the queue its jobs go to (default: the task's).
+            priority: its jobs' priority (default: the task's).
+            args: positional arguments of every fire's job.
+            kwargs: keyword arguments of every fire's job.
+            jitter: delay each fire's job by up to this many seconds (spreads load).
+            misfire_policy: ``run_once`` (after downtime, fire once for the missed
+                times) or ``skip``.
+            max_drift: ``run_once`` makes up only for fires missed within this many
+                seconds.
+            overlap: ``skip`` does not fire while the previous job is pending or running.
+            enabled: whether it fires when first stored.
+
+        Raises:
+            ValidationError: at decoration time, for an invalid expression, zone or
+                arguments.
+        """
+        from conveyor.scheduling.declare import declare
+
+        def register(fn: Callable[..., Any]) -> Task[Any, Any]:
+            return declare(
+                self, fn, cron=expression, interval=None, timezone=timezone, name=name,
+                queue=queue, priority=priority, args=args, kwargs=kwargs, jitter=jitter,
+                misfire_policy=misfire_policy, max_drift=max_drift, overlap=overlap,
+                enabled=enabled, task_options=task_options,
+            )  # fmt: skip
+
+        return register
+
+    def every(
+        self,
+        seconds: float,
+        *,
+        name: str | None = None,
+        queue: str | None = None,
+        priority: int | None = None,
+        args: Sequence[Any] = (),
+        kwargs: dict[str, Any] | None = None,
+        jitter: float = 0.0,
+        misfire_policy: MisfirePolicy | str = MisfirePolicy.RUN_ONCE,
+        max_drift: float = 3600.0,
+        overlap: OverlapPolicy | str = OverlapPolicy.ALLOW,
+        enabled: bool = True,
+        **task_options: Any,
+    ) -> Callable[[Callable[..., Any]], Task[Any, Any]]:
+        """Run a function every ``seconds`` (at least 0.1): ``@app.every(60)``.
+
+        Fires sit on a grid anchored when the schedule is first stored. Arguments as
+        for :meth:`cron`.
+        """
+        from conveyor.scheduling.declare import declare
+
+        def register(fn: Callable[..., Any]) -> Task[Any, Any]:
+            return declare(
+                self, fn, cron=None, interval=seconds, timezone="UTC", name=name,
+                queue=queue, priority=priority, args=args, kwargs=kwargs, jitter=jitter,
+                misfire_policy=misfire_policy, max_drift=max_drift, overlap=overlap,
+                enabled=enabled, task_options=task_options,
+            )  # fmt: skip
+
+        return register
+
     def get_task(self, name: str) -> Task[Any, Any]:
         """Return the task registered under ``name``.
 
@@ -162,6 +272,38 @@ class Conveyor:
             raise UnknownTaskError(
                 f"unknown task type {name!r}", {"type": name, "known": sorted(self.tasks)}
             ) from None
+
+    # -- queues ----------------------------------------------------------------------
+    def queue(self, name: str, *, max_length: int | None = None) -> QueueOptions:
+        """Declare a queue's options in code.
+
+        API and worker processes push them to the store when they start (see
+        :meth:`configure_queues`), so every process agrees on them. Declaring
+        ``max_length=None`` clears a limit set earlier.
+
+        Raises:
+            ConfigurationError: an empty name or a negative ``max_length``.
+        """
+        if not name:
+            raise ConfigurationError("a queue needs a name")
+        if max_length is not None and max_length < 0:
+            raise ConfigurationError(f"max_length of queue {name!r} must not be negative")
+        options = QueueOptions(name, max_length)
+        self.queue_options[name] = options
+        return options
+
+    async def configure_queues(self) -> None:
+        """Push the queue options declared with :meth:`queue` to the store.
+
+        Raises:
+            BackendError: the store failed.
+        """
+        if not self.queue_options:
+            return
+        backend = await self.backend()
+        for options in self.queue_options.values():
+            await backend.configure_queue(options.name, max_length=options.max_length)
+        logger.info("configured queues %s", sorted(self.queue_options))
 
     # -- the store -------------------------------------------------------------------
     async def backend(self) -> Backend:

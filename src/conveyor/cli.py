@@ -86,6 +86,11 @@ concurrency_option = click.option(
 queues_option = click.option(
     "--queues", default="default", show_default=True, help="comma-separated queues to consume"
 )
+no_scheduler_option = click.option(
+    "--no-scheduler",
+    is_flag=True,
+    help="do not run a scheduler replica in this process (one replica leads at a time)",
+)
 
 
 @click.group()
@@ -114,14 +119,28 @@ def _serve(app: Conveyor, **kwargs: Any) -> None:
 @port_option
 @concurrency_option
 @queues_option
+@no_scheduler_option
 @_friendly
 def run(
-    app_spec: str, url: str | None, host: str, port: int, concurrency: int, queues: str
+    app_spec: str,
+    url: str | None,
+    host: str,
+    port: int,
+    concurrency: int,
+    queues: str,
+    no_scheduler: bool,
 ) -> None:
-    """API, dashboard and worker in one process (the embedded default)."""
+    """API, dashboard, worker and scheduler in one process (the embedded default)."""
     app = _load(app_spec, url)
     click.echo(f"Conveyor on http://{host}:{port}  (store: {app.url})", err=True)
-    _serve(app, host=host, port=port, concurrency=concurrency, queues=_queues(queues))
+    _serve(
+        app,
+        host=host,
+        port=port,
+        concurrency=concurrency,
+        queues=_queues(queues),
+        scheduler=not no_scheduler,
+    )
 
 
 @main.command()
@@ -155,6 +174,7 @@ def api(app_spec: str, url: str | None, host: str, port: int) -> None:
     type=click.IntRange(1, 1024),
     help="most process-mode tasks at once per worker (default: CPU count)",
 )
+@no_scheduler_option
 @_friendly
 def worker(
     app_spec: str,
@@ -163,8 +183,9 @@ def worker(
     concurrency: int,
     processes: int,
     process_pool: int | None,
+    no_scheduler: bool,
 ) -> None:
-    """Workers: run jobs from the given queues until SIGTERM."""
+    """Workers: run jobs from the given queues until SIGTERM (and a scheduler replica)."""
     app = _load(app_spec, url)
     if processes > 1:
         from conveyor.worker.supervisor import Supervisor
@@ -186,9 +207,29 @@ def worker(
         ]
         if process_pool is not None:
             command += ["--process-pool", str(process_pool)]
+        if no_scheduler:
+            command.append("--no-scheduler")
         supervisor = Supervisor(command, processes, grace=app.settings.shutdown_grace_seconds)
         sys.exit(supervisor.run())
-    _serve(app, api=False, queues=_queues(queues), concurrency=concurrency, processes=process_pool)
+    _serve(
+        app,
+        api=False,
+        queues=_queues(queues),
+        concurrency=concurrency,
+        processes=process_pool,
+        scheduler=not no_scheduler,
+    )
+
+
+@main.command()
+@click.argument("app_spec", metavar="APP")
+@url_option
+@_friendly
+def scheduler(app_spec: str, url: str | None) -> None:
+    """A scheduler replica alone: fires the app's and the API's schedules while it leads."""
+    app = _load(app_spec, url)
+    click.echo(f"Conveyor scheduler  (store: {app.url})", err=True)
+    _serve(app, api=False, worker=False, scheduler=True)
 
 
 @main.command()
@@ -206,7 +247,7 @@ def demo(host: str, port: int) -> None:
         f"  docs:   http://{host}:{port}/docs",
         err=True,
     )
-    _serve(app, host=host, port=port)
+    _serve(app, host=host, port=port, scheduler=True)
 
 
 @main.command()
@@ -325,7 +366,9 @@ def queues(url: str | None) -> None:
             await app.aclose()
 
     stats = _collect(go)
-    table = Table("queue", "pending", "scheduled", "running", "completed", "failed", "cancelled")
+    table = Table(
+        "queue", "pending", "scheduled", "running", "completed", "failed", "cancelled", "paused"
+    )
     for q in stats:
         table.add_row(
             q.name,
@@ -335,6 +378,37 @@ def queues(url: str | None) -> None:
             str(q.completed),
             str(q.failed),
             str(q.cancelled),
+            "paused" if q.paused else "",
+        )
+    _console().print(table)
+
+
+@main.command()
+@url_option
+@_friendly
+def workers(url: str | None) -> None:
+    """Live workers as a table."""
+    from rich.table import Table
+
+    app = _plain_app(url)
+
+    async def go() -> list[Any]:
+        try:
+            backend = await app.backend()
+            return list(await backend.list_workers())
+        finally:
+            await app.aclose()
+
+    table = Table("worker", "host", "pid", "queues", "concurrency", "in flight", "last heartbeat")
+    for w in _collect(go):
+        table.add_row(
+            w.id,
+            w.host,
+            str(w.pid),
+            ",".join(w.queues),
+            str(w.concurrency),
+            str(w.in_flight),
+            _when(w.last_heartbeat),
         )
     _console().print(table)
 

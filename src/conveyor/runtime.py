@@ -15,6 +15,8 @@ from collections.abc import Callable, Coroutine, Generator, Sequence
 from typing import Any
 
 from conveyor.app import Conveyor
+from conveyor.scheduling.scheduler import Scheduler
+from conveyor.webhooks import WebhookDeliverer
 from conveyor.worker import Worker
 
 logger = logging.getLogger(__name__)
@@ -66,6 +68,7 @@ async def serve(
     *,
     api: bool = True,
     worker: bool = True,
+    scheduler: bool = False,
     host: str = "127.0.0.1",
     port: int = 8000,
     queues: Sequence[str] = ("default",),
@@ -73,7 +76,8 @@ async def serve(
     processes: int | None = None,
     on_ready: Callable[[], None] | None = None,
 ) -> None:
-    """Serve until SIGTERM/SIGINT: the HTTP API, a worker, or both in one process."""
+    """Serve until SIGTERM/SIGINT: the HTTP API, a worker and a scheduler replica, in any
+    combination, in one process."""
     # Fail fast with a clear message when the store cannot be opened.
     backend = await app.backend()
     await backend.ping()
@@ -83,6 +87,12 @@ async def serve(
     runner = (
         Worker(app, queues=queues, concurrency=concurrency, processes=processes) if worker else None
     )
+    replica = Scheduler(app) if scheduler else None
+    # An API process pushes the queue options declared in code and runs the webhook
+    # deliverer (which delivers only while it holds the `webhooks` lock).
+    deliverer = WebhookDeliverer(app) if api else None
+    if api:
+        await app.configure_queues()
     signals_seen = 0
 
     def on_signal(sig: signal.Signals) -> None:
@@ -94,6 +104,10 @@ async def serve(
                 server.should_exit = True
             if runner is not None:
                 runner.stop()
+            if replica is not None:
+                replica.stop()
+            if deliverer is not None:
+                deliverer.stop()
         else:
             logger.warning("%s received again: stopping now", sig.name)
             if server is not None:
@@ -108,6 +122,10 @@ async def serve(
             parts.append(server.serve())
         if runner is not None:
             parts.append(runner.run())
+        if replica is not None:
+            parts.append(replica.run())
+        if deliverer is not None:
+            parts.append(deliverer.run())
         tasks = [asyncio.create_task(part) for part in parts]
         if on_ready is not None:
             on_ready()

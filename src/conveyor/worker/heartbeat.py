@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable, Mapping
 
 from conveyor.app import Conveyor
-from conveyor.backends.base import Backend
+from conveyor.backends.base import Backend, WorkerInfo
 from conveyor.errors import ConveyorError
 
 logger = logging.getLogger(__name__)
@@ -30,6 +30,9 @@ class Heartbeat:
         interval: seconds between renewals.
         snapshot: returns ``{job_id: attempt}`` of running jobs; called from the thread.
         on_lost: called on the worker's loop with the ids the worker must stop.
+        announce: returns the worker's registration; when given, each beat also refreshes
+            it in the store's worker registry, with a ttl of ``registry_beats`` beats.
+        registry_beats: beats without a refresh after which the worker is taken for dead.
     """
 
     def __init__(
@@ -41,6 +44,8 @@ class Heartbeat:
         interval: float,
         snapshot: Callable[[], Mapping[str, int]],
         on_lost: Callable[[set[str]], None],
+        announce: Callable[[], WorkerInfo] | None = None,
+        registry_beats: float = 3.0,
     ) -> None:
         self._app = app
         self._worker_id = worker_id
@@ -48,6 +53,8 @@ class Heartbeat:
         self._interval = interval
         self._snapshot = snapshot
         self._on_lost = on_lost
+        self._announce = announce
+        self.registry_ttl = interval * registry_beats
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -72,8 +79,18 @@ class Heartbeat:
         try:
             while not self._stop.wait(self._interval):
                 await self.beat(backend)
+                await self.register(backend)
         finally:
             await self._app.release_backend()
+
+    async def register(self, backend: Backend) -> None:
+        """Refresh the worker's entry in the registry (a no-op without ``announce``)."""
+        if self._announce is None or self._stop.is_set():
+            return
+        try:
+            await backend.register_worker(self._announce(), self.registry_ttl)
+        except (ConveyorError, OSError) as exc:
+            logger.warning("worker registration failed (%s); retrying", exc)
 
     async def beat(self, backend: Backend) -> None:
         """Renew once; report lost leases to the worker."""

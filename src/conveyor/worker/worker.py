@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from conveyor.app import Conveyor
-from conveyor.backends.base import Backend, Outcome, OutcomeKind
+from conveyor.backends.base import Backend, Outcome, OutcomeKind, WorkerInfo
 from conveyor.context import JobContext, set_current
 from conveyor.errors import ConveyorError, NonRetryableError, Retry, SerializationError
 from conveyor.job import Job, task_error
@@ -33,6 +33,10 @@ from conveyor.worker.process_pool import ChildDiedError, ChildError
 logger = logging.getLogger(__name__)
 
 PURGE_INTERVAL = 60.0
+#: Longest pause between fetches while the store fails. It bounds how long a worker
+#: stays idle after the store comes back (each failed call already spends ~0.7 s in the
+#: driver's own reconnect retries, so this costs the store little).
+FETCH_RETRY_MAX = 1.0
 
 
 @dataclass(slots=True)
@@ -97,6 +101,8 @@ class Worker:
         self._force = asyncio.Event()
         self._backend: Backend | None = None
         self._completer: Completer | None = None
+        self._host = socket.gethostname()
+        self._started_at = 0.0
 
     def __repr__(self) -> str:
         return f"<Worker {self.id} queues={self.queues} concurrency={self.concurrency}>"
@@ -105,6 +111,19 @@ class Worker:
     def in_flight(self) -> int:
         """Attempts running now."""
         return len(self._running)
+
+    def info(self) -> WorkerInfo:
+        """This worker as the registry shows it (called from the heartbeat thread too)."""
+        return WorkerInfo(
+            id=self.id,
+            host=self._host,
+            pid=os.getpid(),
+            queues=tuple(self.queues),
+            concurrency=self.concurrency,
+            in_flight=len(self._running),
+            started_at=self._started_at,
+            last_heartbeat=time.time(),
+        )
 
     def stop(self, *, force: bool = False) -> None:
         """Ask :meth:`run` to stop fetching and drain running jobs.
@@ -125,6 +144,8 @@ class Worker:
         returned to their queue without counting an attempt.
         """
         backend = self._backend = await self.app.backend()
+        self._started_at = time.time()
+        await self.app.configure_queues()
         completer = self._completer = Completer(backend)
         completer.start()
         heartbeat = Heartbeat(
@@ -134,7 +155,9 @@ class Worker:
             interval=min(self.lease_seconds / 3, 1.0),
             snapshot=lambda: self._leases,
             on_lost=self._on_lost,
+            announce=self.info,
         )
+        await heartbeat.register(backend)  # listed at once, not only after the first beat
         heartbeat.start()
         helpers = [
             asyncio.create_task(self._purge_forever(backend), name="conveyor-purge"),
@@ -152,6 +175,10 @@ class Worker:
             await asyncio.gather(*helpers, return_exceptions=True)
             await completer.aclose()
             await asyncio.to_thread(heartbeat.stop)
+            try:
+                await backend.unregister_worker(self.id)
+            except (ConveyorError, OSError) as exc:  # it expires from the registry instead
+                logger.warning("could not unregister worker %s: %s", self.id, exc)
             await self._executors.aclose()
             self.stats.stale_acks = completer.rejected
             logger.info("worker %s stopped: %s", self.id, self.stats)
@@ -171,7 +198,7 @@ class Worker:
                 except (ConveyorError, OSError) as exc:
                     logger.warning("fetch failed (%s); retrying in %.2fs", exc, error_delay)
                     await _first(asyncio.sleep(error_delay), stop_wait)
-                    error_delay = min(error_delay * 2, 5.0)
+                    error_delay = min(error_delay * 2, FETCH_RETRY_MAX)
                     continue
                 error_delay = 0.05
                 if not jobs:
