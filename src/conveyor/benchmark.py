@@ -8,7 +8,10 @@ Scenarios, all on a fresh, uniquely named queue:
   start-up is not counted;
 - **io**: the same with jobs that sleep 10 ms, at high concurrency;
 - **latency**: a producer enqueues at a steady rate while the workers run; queue wait is
-  each job's ``startedAt − createdAt`` (p50/p95/p99/max).
+  each job's ``startedAt − createdAt`` (p50/p95/p99/max);
+- **delayed**: many jobs delayed by an hour (the workers' memory must not grow: they stay
+  in the store), then jobs due one second after enqueue at 1,000/s: start lateness is
+  ``startedAt − runAt``.
 
 Workers are separate ``conveyor worker`` processes (their peak RSS is reported), except
 on ``memory://``, which only one process can see. On Redis the server's CPU time and
@@ -110,7 +113,7 @@ class _Workers:
             "-m",
             "conveyor",
             "--log-level",
-            "warning",
+            "error",
             "worker",
             SPEC,
             "--url",
@@ -122,6 +125,19 @@ class _Workers:
         ]
         self._procs = [await asyncio.create_subprocess_exec(*command) for _ in range(self.count)]
         return self
+
+    def rss_now_mb(self) -> float:
+        """Current resident memory of the worker processes, summed."""
+        total = 0.0
+        for proc in self._procs:
+            try:
+                status = Path(f"/proc/{proc.pid}/status").read_text()
+            except OSError:
+                continue
+            for line in status.splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) / 1024
+        return total
 
     def _sample_rss(self) -> None:
         for proc in self._procs:
@@ -292,7 +308,63 @@ class Bench:
                 f"latency at {rate:,}/s", f"queue wait {name}", percentile(waits, q) * 1000, "ms"
             )
 
-    async def run(self, *, rates: Sequence[int], latency_seconds: float, io: bool) -> Report:
+    async def delayed(self, count: int, rate: int, seconds: float) -> None:
+        """Jobs delayed far ahead stay in the store, not in workers; due ones start on time."""
+        queue = self._queue("delayed")
+        call = noop.options(queue=queue)
+        self.say(f"delayed: {count:,} jobs an hour ahead, then {rate:,}/s due in 1 s")
+        async with _Workers(self.url, queue, self.workers, self.concurrency) as workers:
+            await (await call.enqueue()).wait(timeout=60)  # workers are up and warm
+            await asyncio.sleep(1.0)
+            before = workers.rss_now_mb()
+            later = noop.options(queue=queue, delay=3600)
+            for offset in range(0, count, 1000):
+                await later.enqueue_many([((), {})] * min(1000, count - offset))
+            await asyncio.sleep(3.0)  # several idle fetch cycles with the jobs in place
+            after = workers.rss_now_mb()
+            soon = noop.options(queue=queue, delay=1.0)
+            sent = 0
+            started = time.perf_counter()
+            while (elapsed := time.perf_counter() - started) < seconds:
+                due = int(elapsed * rate) + 1 - sent
+                if due > 0:
+                    await soon.enqueue_many([((), {})] * due)
+                    sent += due
+                await asyncio.sleep(0.01)
+            backend = await app.backend()
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                row = {q.name: q for q in await backend.queue_stats()}.get(queue)
+                if row is not None and row.completed >= sent + 1:
+                    break
+                await asyncio.sleep(0.05)
+        jobs = await _records(queue, count + sent + 1)
+        lateness = [
+            (j.started_at or 0) - j.run_at
+            for j in jobs
+            if j.started_at and j.run_at - j.created_at > 0.5 and j.run_at - j.created_at < 2
+        ]
+        scenario = "delayed"
+        self.report.add(scenario, "worker RSS before", before, "MB")
+        self.report.add(
+            scenario, f"worker RSS growth with {count:,} delayed jobs", after - before, "MB"
+        )
+        for name, q in (("p50", 0.5), ("p99", 0.99), ("max", 1.0)):
+            self.report.add(
+                scenario,
+                f"start lateness {name} at {rate:,}/s",
+                percentile(lateness, q) * 1000,
+                "ms",
+            )
+
+    async def run(
+        self,
+        *,
+        rates: Sequence[int],
+        latency_seconds: float,
+        io: bool,
+        delayed: int = 0,
+    ) -> Report:
         app.settings = app.settings.replace(url=self.url)
         try:
             queue = await self.enqueue()
@@ -301,6 +373,8 @@ class Bench:
                 await self.io()
             for rate in rates:
                 await self.latency(rate, latency_seconds)
+            if delayed:
+                await self.delayed(delayed, 1000, latency_seconds)
         finally:
             await app.aclose()
         return self.report

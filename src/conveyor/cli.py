@@ -430,6 +430,13 @@ def workers(url: str | None) -> None:
 @click.option("--latency-seconds", default=5.0, show_default=True, type=click.FloatRange(0.5, 600))
 @click.option("--no-io", is_flag=True, help="skip the IO-bound scenario")
 @click.option(
+    "--delayed",
+    default=0,
+    show_default=True,
+    type=click.IntRange(0, 10_000_000),
+    help="run the delayed-jobs scenario with this many jobs an hour ahead",
+)
+@click.option(
     "--json",
     "json_path",
     default=None,
@@ -445,6 +452,7 @@ def bench(
     rates: tuple[int, ...],
     latency_seconds: float,
     no_io: bool,
+    delayed: int,
     json_path: str | None,
 ) -> None:
     """Measure enqueue, drain and queue-wait latency with no-op jobs."""
@@ -470,7 +478,10 @@ def bench(
         try:
             report = _collect(
                 lambda: bench_run.run(
-                    rates=rates or (1000, 5000), latency_seconds=latency_seconds, io=not no_io
+                    rates=rates or (1000, 5000),
+                    latency_seconds=latency_seconds,
+                    io=not no_io,
+                    delayed=delayed,
                 )
             )
         finally:

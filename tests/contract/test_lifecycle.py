@@ -281,3 +281,16 @@ async def test_two_handles_share_one_store(
     finally:
         if other is not backend:
             await other.aclose()
+
+
+async def test_due_jobs_are_found_among_many_delayed_ones(backend: Backend) -> None:
+    # Delayed jobs of the same priority level must not hide (or slow down) due ones.
+    now = await backend.now()
+    later = [make_job(priority=p % 3, args=[i]) for i, p in enumerate(range(3000))]
+    for job in later:
+        job.run_at = now + 3600
+    await enqueue(backend, *later)
+    due = [make_job(priority=1, args=["due-1"]), make_job(priority=0, args=["due-0"])]
+    await enqueue(backend, *due)
+    batch = await backend.fetch(["default"], "w", 10, 30)
+    assert [j.args[0] for j in batch] == ["due-1", "due-0"]

@@ -365,15 +365,30 @@ class SQLiteBackend(
         now: float,
         lease_seconds: float,
     ) -> list[Job]:
-        # One index range per queue (the best due jobs of that queue), merged here: a
-        # single ORDER BY over several queues would sort every due job.
+        # Per queue and priority level, one index range of due jobs; levels are walked
+        # from the highest down with O(log n) steps. A single ORDER BY priority would
+        # scan past every delayed job of a level that has fewer due jobs than wanted, so
+        # an idle fetch would cost O(delayed jobs). Queues are merged here.
         candidates: list[tuple[int, float, str]] = []
         for queue in queues:
-            candidates += conn.execute(
-                "SELECT -priority, run_at, id FROM jobs WHERE queue = ? AND status = 'pending' "
-                "AND run_at <= ? ORDER BY priority DESC, run_at, id LIMIT ?",
-                (queue, now, limit),
-            ).fetchall()
+            want = limit
+            (level,) = conn.execute(
+                "SELECT max(priority) FROM jobs WHERE queue = ? AND status = 'pending'", (queue,)
+            ).fetchone()
+            while level is not None and want > 0:
+                rows = conn.execute(
+                    "SELECT -priority, run_at, id FROM jobs WHERE queue = ? "
+                    "AND status = 'pending' AND priority = ? AND run_at <= ? "
+                    "ORDER BY run_at, id LIMIT ?",
+                    (queue, level, now, want),
+                ).fetchall()
+                candidates += rows
+                want -= len(rows)
+                (level,) = conn.execute(
+                    "SELECT max(priority) FROM jobs WHERE queue = ? AND status = 'pending' "
+                    "AND priority < ?",
+                    (queue, level),
+                ).fetchone()
         if not candidates:
             return []
         order = [job_id for _, _, job_id in sorted(candidates)[:limit]]
