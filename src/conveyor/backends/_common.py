@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from conveyor.backends.base import Outcome, OutcomeKind, WorkerInfo
+from conveyor.errors import ConflictError
 from conveyor.job import Job, JobStatus, task_error
 from conveyor.serialization import dumps, loads
 
@@ -105,3 +106,19 @@ def worker_from_json(text: str) -> WorkerInfo | None:
         )
     except Exception:  # written by hand or by another version: not a live worker
         return None
+
+
+def reset_for_retry(job: Job, now: float) -> None:
+    """Send a failed or cancelled ``job`` back to pending with a fresh retry budget.
+
+    Raises:
+        ConflictError: the job is neither failed nor cancelled.
+    """
+    if job.status not in (JobStatus.FAILED, JobStatus.CANCELLED):
+        raise ConflictError(f"job {job.id} is {job.status.value}, not failed or cancelled")
+    job.status = JobStatus.PENDING
+    job.attempts = 0
+    job.error = None
+    job.progress = 0
+    job.completed_at = job.started_at = None
+    job.run_at = now

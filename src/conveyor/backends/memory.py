@@ -22,6 +22,7 @@ from conveyor.backends._common import (
     apply_outcome,
     lease_expired_error,
     outcome_event_data,
+    reset_for_retry,
 )
 from conveyor.backends._memory_registry import MemoryRegistryMixin
 from conveyor.backends._memory_schedules import MemorySchedulesMixin
@@ -361,14 +362,7 @@ class InMemoryBackend(MemoryRegistryMixin, MemorySchedulesMixin):
             job = self._jobs.get(job_id)
             if job is None:
                 raise JobNotFoundError(job_id)
-            if job.status not in (JobStatus.FAILED, JobStatus.CANCELLED):
-                raise ConflictError(f"job {job_id} is {job.status.value}, not failed or cancelled")
-            job.status = JobStatus.PENDING
-            job.attempts = 0
-            job.error = None
-            job.progress = 0
-            job.completed_at = job.started_at = None
-            job.run_at = now
+            reset_for_retry(job, now)
             self._schedule(job, now)
             self._emit(
                 "job_created", job, now, {"queue": job.queue, "taskType": job.type, "retry": True}

@@ -40,6 +40,7 @@ from conveyor.backends._common import (
     apply_outcome,
     lease_expired_error,
     outcome_event_data,
+    reset_for_retry,
 )
 from conveyor.backends._sqlite_conn import (
     SQLiteOptions,
@@ -584,14 +585,7 @@ class SQLiteBackend(
             job = self._jobs_by_id(conn, [job_id]).get(job_id)
             if job is None:
                 raise JobNotFoundError(job_id)
-            if job.status not in (JobStatus.FAILED, JobStatus.CANCELLED):
-                raise ConflictError(f"job {job_id} is {job.status.value}, not failed or cancelled")
-            job.status = JobStatus.PENDING
-            job.attempts = 0
-            job.error = None
-            job.progress = 0
-            job.completed_at = job.started_at = None
-            job.run_at = now
+            reset_for_retry(job, now)
             conn.execute(SAVE_STATE, state_row(job))
             data = {"queue": job.queue, "taskType": job.type, "retry": True}
             self._emit(conn, [("job_created", job_id, now, data)])
