@@ -94,6 +94,18 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[index]
 
 
+def _status_mb(pid: int, field: str) -> float:
+    """A memory figure of a live process from ``/proc/PID/status``, in MB (0 if gone)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0.0
+    for line in status.splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
 class _Workers:
     """Worker processes on one queue (or one in-process worker for memory://)."""
 
@@ -128,26 +140,11 @@ class _Workers:
 
     def rss_now_mb(self) -> float:
         """Current resident memory of the worker processes, summed."""
-        total = 0.0
-        for proc in self._procs:
-            try:
-                status = Path(f"/proc/{proc.pid}/status").read_text()
-            except OSError:
-                continue
-            for line in status.splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1]) / 1024
-        return total
+        return sum(_status_mb(proc.pid, "VmRSS") for proc in self._procs)
 
     def _sample_rss(self) -> None:
         for proc in self._procs:
-            try:
-                status = Path(f"/proc/{proc.pid}/status").read_text()
-            except OSError:
-                continue
-            for line in status.splitlines():
-                if line.startswith("VmHWM:"):
-                    self.peak_rss_mb = max(self.peak_rss_mb, int(line.split()[1]) / 1024)
+            self.peak_rss_mb = max(self.peak_rss_mb, _status_mb(proc.pid, "VmHWM"))
         if self._inline is not None:
             import resource
 
