@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from conveyor.api.batching import SubmitBatcher
 from conveyor.api.errors import JSONResponse, install_error_handlers
 from conveyor.api.events import EventHub
 from conveyor.api.middleware import BearerAuthMiddleware, BodyLimitMiddleware
@@ -65,6 +66,7 @@ def create_app(conveyor: Conveyor) -> FastAPI:
     app.state.conveyor = conveyor
     app.state.event_hub = hub
     app.state.parameter_checker = ParameterChecker()
+    app.state.submit_batcher = SubmitBatcher(conveyor)
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(jobs.router)

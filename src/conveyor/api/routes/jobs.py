@@ -12,6 +12,7 @@ from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
+from conveyor.api.batching import SubmitBatcher
 from conveyor.api.deps import backend_errors, get_checker, get_conveyor, open_backend
 from conveyor.api.errors import JSONResponse, shorten, validation_error
 from conveyor.api.params import ParameterChecker
@@ -111,8 +112,11 @@ async def enqueue_submission(
     checker: ParameterChecker,
     submission: SubmitJob,
     idempotency_key: str | None = None,
+    batcher: SubmitBatcher | None = None,
 ) -> EnqueueResult:
     """Check a submission against its task and store the job (or find the existing one).
+
+    With ``batcher``, the job is stored together with concurrent submits (group commit).
 
     Raises:
         UnknownTaskError, InvalidArgumentsError, SerializationError, ValidationError,
@@ -135,6 +139,8 @@ async def enqueue_submission(
     )
     job = task.build_job(args, kwargs, options, time.time())
     with backend_errors():
+        if batcher is not None:
+            return await batcher.enqueue(job)
         (result,) = await conveyor.enqueue_jobs([job])
     return result
 
@@ -198,7 +204,8 @@ async def submit_job(
     """
     submission = await _read_submission(request)
     key = _idempotency_key(idempotency_key, submission)
-    result = await enqueue_submission(conveyor, checker, submission, key)
+    batcher = request.app.state.submit_batcher
+    result = await enqueue_submission(conveyor, checker, submission, key, batcher)
     stored = result.job
     return JSONResponse(
         {
