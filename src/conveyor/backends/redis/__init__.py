@@ -7,7 +7,8 @@ cluster slot and different queues spread over a cluster. With the default prefix
 ``conveyor``:
 
 ``conveyor:{q:NAME}:s:P``         work stream of priority level ``P`` (entries ``j=<job id>``),
-                                   consumer group ``conveyor``; never trimmed
+                                   consumer group ``conveyor``; trimmed (XTRIM MINID) only
+                                   below its oldest unacknowledged or undelivered entry
 ``conveyor:{q:NAME}:prios``       zset of the queue's priority levels
 ``conveyor:{q:NAME}:job:ID``      hash: the job's record (fields in ``scripts/lib.lua``);
                                    gets a TTL (result retention) once finished
@@ -16,7 +17,6 @@ cluster slot and different queues spread over a cluster. With the default prefix
 ``conveyor:{q:NAME}:i:STATUS``    lex zsets of ids (``pending``, ``completed``, ``failed`` -
                                    the dead-letter set - and ``cancelled``; running jobs are
                                    the lease zset) for newest-first listings with a cursor
-``conveyor:{q:NAME}:done``        zset id -> completed_at, for ``purge``
 ``conveyor:{q:NAME}:idem:KEY``    ``job id|expires_at`` (SET NX semantics inside the enqueue
                                    script, with a PX TTL)
 ``conveyor:{q:NAME}:wake``        a one-entry stream idle workers block on (XREAD BLOCK)
@@ -67,7 +67,12 @@ are run with EVALSHA (loaded at ``open``, reloaded on NOSCRIPT).
   ZADD lease, ZREM, event XADD, HGETALL. Fetching several queues first runs ``probe``
   per queue (one pipeline) to split the batch by priority across queues.
 - complete (batch): one ``complete`` call per queue, fenced by status + owner + attempt:
-  HSET, ZREM lease, XACK + XDEL, ZADD index, PEXPIRE, event XADD.
+  HSET, ZREM lease, XACK, ZADD index, PEXPIRE, event XADD; then per stream touched, one
+  ``XTRIM MINID`` up to the oldest entry still needed: the oldest of the group's pending
+  list, else the first after its last-delivered id (so only acknowledged entries go).
+- purge: reads the finished indexes oldest id first (UUIDv7 ids sort by creation time)
+  up to the ids created by the cutoff, deleting records finished before it and the
+  index entries of records already expired (TTL); no per-job completion-time zset.
 - renew (batch): one ``renew`` call per queue: a lease zset ZADD + HSET per job.
 
 Time is the store's: scripts read Redis ``TIME`` unless the backend was built with
@@ -76,7 +81,8 @@ in Redis (checked every 1/hz s), so due times are timed locally.
 
 Lease expiry is judged from the lease zset (deadlines), not from PEL idle time, so
 reclaiming honours the store clock and renewal is one ZADD; the PEL keeps each entry
-until its outcome is stored (XACK + XDEL in the same script).
+until its outcome is stored (XACK in the same script; the entry itself is removed by the
+batch's XTRIM MINID, which never passes an unacknowledged entry).
 
 Cluster: add ``?cluster=1`` to the URL to use ``redis.asyncio.cluster.RedisCluster``.
 

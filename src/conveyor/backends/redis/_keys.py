@@ -99,7 +99,7 @@ class QueueKeys:
         self.delayed = base + "delayed"
         self.leases = base + "leases"
         self.wake = base + "wake"
-        self.done = base + "done"
+        self.done = base + "done"  # no longer written; purge deletes what older versions left
         self.conf = base + "conf"
         self.pending = base + "i:pending"
         self.completed = base + "i:completed"

@@ -128,7 +128,7 @@ class RecordsMixin(RedisBase):
         if route is None:
             raise JobNotFoundError(job_id)
         k = self.keys(route[0])
-        keys = [k.job(job_id), k.leases, k.delayed, k.pending, k.cancelled, k.done, k.events]
+        keys = [k.job(job_id), k.leases, k.delayed, k.pending, k.cancelled, k.events]
         keys.append(k.stream(route[1]))
         args: list[Arg] = [self._now_arg(), job_id, GROUP, self._ttl_ms()]
         return self._answer(job_id, await SCRIPTS["cancel"](self.client, keys, args), "cancel")
@@ -139,7 +139,7 @@ class RecordsMixin(RedisBase):
         if route is None:
             raise JobNotFoundError(job_id)
         k = self.keys(route[0])
-        keys = [k.job(job_id), k.pending, k.failed, k.cancelled, k.done, k.events, k.wake]
+        keys = [k.job(job_id), k.pending, k.failed, k.cancelled, k.events, k.wake]
         keys.append(k.stream(route[1]))
         answer = await SCRIPTS["retry"](self.client, keys, [self._now_arg(), job_id])
         return self._answer(job_id, answer, "retry")
@@ -163,25 +163,32 @@ class RecordsMixin(RedisBase):
         """
         self._result_ttl = result_ttl
         deleted = 0
-        todo = await self._queues()
         now_arg = self._now_arg()
+        # Where each queue's scan of its three finished indexes resumes ("": done).
+        todo = {queue: ["-", "-", "-"] for queue in await self._queues()}
         for _ in range(100):
             if not todo:
                 break
             calls: list[Call] = []
-            for queue in todo:
+            for queue, starts in todo.items():
                 k = self.keys(queue)
-                keys = [k.done, k.completed, k.failed, k.cancelled]
-                args: list[Arg] = [now_arg, k.job_prefix, repr(float(result_ttl)), PURGE_CAP]
+                keys = [k.completed, k.failed, k.cancelled, k.done]
+                args: list[Arg] = [
+                    now_arg,
+                    k.job_prefix,
+                    repr(float(result_ttl)),
+                    PURGE_CAP,
+                    *starts,
+                ]
                 calls.append((SCRIPTS["purge"], keys, args))
             answers = await self._run(calls)
             removed: list[str] = []
-            again: list[str] = []
-            for queue, (count, ids) in zip(todo, answers, strict=True):
+            again: dict[str, list[str]] = {}
+            for queue, (count, ids, resume) in zip(todo, answers, strict=True):
                 deleted += int(count)
                 removed += ids
-                if len(ids) >= PURGE_CAP:
-                    again.append(queue)
+                if any(resume):
+                    again[queue] = list(resume)
             if removed:
                 pipe = self.client.pipeline(transaction=False)
                 for job_id in removed:

@@ -341,7 +341,7 @@ class RedisBackend(
         now_arg: str,
     ) -> Call:
         k = self.keys(queue)
-        keys = [k.prios, k.delayed, k.leases, k.pending, k.failed, k.done, k.events, k.conf]
+        keys = [k.prios, k.delayed, k.leases, k.pending, k.failed, k.events, k.conf]
         levels = self._levels.get(queue, [])
         level_args: list[Arg] = []
         for prio in levels:
@@ -468,7 +468,7 @@ class RedisBackend(
         self, queue: str, outcomes: list[Outcome], routes: dict[str, Route], now_arg: str
     ) -> Call:
         k = self.keys(queue)
-        keys = [k.leases, k.delayed, k.pending, k.completed, k.failed, k.done, k.events, k.wake]
+        keys = [k.leases, k.delayed, k.pending, k.completed, k.failed, k.events, k.wake]
         index: dict[str, int] = {}
 
         def key_index(key: str) -> int:

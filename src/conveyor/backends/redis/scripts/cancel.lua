@@ -1,6 +1,6 @@
 -- Cancel a pending or running job.
--- KEYS: 1 job, 2 leases, 3 delayed, 4 index:pending, 5 index:cancelled, 6 done,
---       7 events, 8 the job's stream.
+-- KEYS: 1 job, 2 leases, 3 delayed, 4 index:pending, 5 index:cancelled, 6 events,
+--       7 the job's stream.
 -- ARGV: 1 now, 2 id, 3 group, 4 finished ttl (ms).
 -- Returns {'MISSING'}, {'CONFLICT', status} or {'OK', fields}.
 local now, now_s = clock(ARGV[1])
@@ -18,8 +18,7 @@ redis.call('ZREM', KEYS[2], id)
 redis.call('ZREM', KEYS[3], id)
 redis.call('ZREM', KEYS[4], id)
 redis.call('ZADD', KEYS[5], 0, id)
-redis.call('ZADD', KEYS[6], now, id)
-ack(KEYS[8], ARGV[3], f[2])
+ack(KEYS[7], ARGV[3], f[2])
 redis.call('PEXPIRE', key, ARGV[4])
-emit(KEYS[7], now_s, 'job_cancelled', id, '{}')
+emit(KEYS[6], now_s, 'job_cancelled', id, '{}')
 return {'OK', redis.call('HGETALL', key)}

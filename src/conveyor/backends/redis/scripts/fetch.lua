@@ -1,8 +1,8 @@
 -- Lease up to `limit` jobs of one queue: expired leases first (attempts + 1, or
 -- dead-lettered when over budget), then due delayed jobs are promoted, then new stream
 -- entries are read, highest priority level first.
--- KEYS: 1 prios, 2 delayed, 3 leases, 4 index:pending, 5 index:failed, 6 done,
---       7 events, 8 conf, then one stream key per priority level.
+-- KEYS: 1 prios, 2 delayed, 3 leases, 4 index:pending, 5 index:failed, 6 events,
+--       7 conf, then one stream key per priority level.
 -- A paused queue (conf field `paused`) hands out nothing, not even expired leases.
 -- ARGV: 1 now, 2 job key prefix, 3 group, 4 consumer, 5 owner, 6 limit, 7 lease (s),
 --       8 finished ttl (ms), 9 lease-expired error (attempts written 987654321),
@@ -17,7 +17,7 @@ local prefix, group, consumer, owner = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local limit, lease, ttl_ms = tonumber(ARGV[6]), tonumber(ARGV[7]), ARGV[8]
 local template, reclaim_cap, promote_cap = ARGV[9], tonumber(ARGV[10]), ARGV[11]
 local queue, nlevels = ARGV[12], tonumber(ARGV[13])
-if redis.call('HGET', KEYS[8], 'paused') == '1' then
+if redis.call('HGET', KEYS[7], 'paused') == '1' then
   return {'OK', now_s, {}, {}, fmt(now)}
 end
 local declared, streams, levels = {}, {}, {}
@@ -31,7 +31,7 @@ local current = stale_levels(KEYS[1], declared)
 if current then
   return {'STALE', current}
 end
-local leases, events = KEYS[3], KEYS[7]
+local leases, events = KEYS[3], KEYS[6]
 local deadline = now + lease
 local deadline_s = fmt(deadline)
 local out, dead = {}, {}
@@ -40,7 +40,6 @@ local function finish(key, id, stream, entry, index)
   redis.call('HDEL', key, 'o', 'l', 'x')
   ack(stream, group, entry)
   redis.call('ZADD', index, 0, id)
-  redis.call('ZADD', KEYS[6], now, id)
   redis.call('PEXPIRE', key, ttl_ms)
 end
 

@@ -77,3 +77,40 @@ local function ack(stream, group, entry)
     redis.call('XDEL', stream, entry)
   end
 end
+
+local function entry_id(s)
+  local ms, seq = string.match(s or '', '^(%d+)-(%d+)$')
+  if not ms then return nil end
+  return tonumber(ms), tonumber(seq)
+end
+
+-- Remove a work stream's acknowledged entries in one command (instead of an XDEL per
+-- job): everything below the oldest entry still needed, which is the oldest entry of
+-- the group's pending list (delivered, not acknowledged) or, with an empty pending
+-- list, the first entry after the group's last-delivered id (never delivered). Entries
+-- below both were delivered and acknowledged. Nothing unacknowledged is ever removed;
+-- without the group (removed by hand) nothing is removed at all.
+local function trim_acked(stream, group)
+  local info = redis.pcall('XINFO', 'GROUPS', stream)
+  if type(info) ~= 'table' or info.err then return end
+  local last = nil
+  for _, g in ipairs(info) do
+    local name, delivered = nil, nil
+    for k = 1, #g, 2 do
+      if g[k] == 'name' then name = g[k + 1] elseif g[k] == 'last-delivered-id' then
+        delivered = g[k + 1]
+      end
+    end
+    if name == group then last = delivered end
+  end
+  local ms, seq = entry_id(last)
+  if not ms then return end
+  seq = seq + 1  -- the first id after the last delivered one
+  local pel = redis.call('XPENDING', stream, group)
+  if pel[1] > 0 then
+    local pms, pseq = entry_id(pel[2])
+    if not pms then return end
+    if pms < ms or (pms == ms and pseq < seq) then ms, seq = pms, pseq end
+  end
+  redis.call('XTRIM', stream, 'MINID', string.format('%.0f-%.0f', ms, seq))
+end

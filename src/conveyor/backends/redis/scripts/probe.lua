@@ -41,17 +41,24 @@ for i = 1, nlevels do
   local prio = declared[i]
   local stream = streams[prio]
   local info = redis.pcall('XINFO', 'GROUPS', stream)
-  local pending, delivered = 0, '0-0'
+  local pending, delivered, lag = 0, '0-0', nil
   if type(info) == 'table' and not info.err then
     for _, g in ipairs(info) do
       local fields = {}
       for k = 1, #g, 2 do fields[g[k]] = g[k + 1] end
       if fields['name'] == group then
         pending, delivered = fields['pending'], fields['last-delivered-id']
+        lag = fields['lag']
       end
     end
   end
-  local waiting = redis.call('XLEN', stream) - pending
+  -- Entries not yet delivered: the group's lag. Redis cannot tell it (nil, read as
+  -- false) while a deleted entry lies past the last delivered one; then the length
+  -- minus the pending list, which counts acknowledged entries not trimmed yet too.
+  local waiting = lag
+  if type(waiting) ~= 'number' then
+    waiting = redis.call('XLEN', stream) - pending
+  end
   if waiting > 0 then
     local head = redis.call('XRANGE', stream, '(' .. delivered, '+', 'COUNT', 1)
     local entry, job = '', ''

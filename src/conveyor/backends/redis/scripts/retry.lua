@@ -1,6 +1,6 @@
 -- Send a failed or cancelled job back to pending with a fresh retry budget.
--- KEYS: 1 job, 2 index:pending, 3 index:failed, 4 index:cancelled, 5 done, 6 events,
---       7 wake, 8 the job's stream.
+-- KEYS: 1 job, 2 index:pending, 3 index:failed, 4 index:cancelled, 5 events,
+--       6 wake, 7 the job's stream.
 -- ARGV: 1 now, 2 id.
 -- Returns {'MISSING'}, {'CONFLICT', status} or {'OK', fields}.
 local now, now_s = clock(ARGV[1])
@@ -17,10 +17,9 @@ redis.call('HSET', key, 's', 'pending', 'a', '0', 'p', '0', 'r', now_s)
 redis.call('HDEL', key, 'e', 'c', 'sa', 'res')
 redis.call('ZREM', KEYS[3], id)
 redis.call('ZREM', KEYS[4], id)
-redis.call('ZREM', KEYS[5], id)
 redis.call('ZADD', KEYS[2], 0, id)
-redis.call('HSET', key, 'x', redis.call('XADD', KEYS[8], '*', 'j', id))
-wake(KEYS[7])
-emit(KEYS[6], now_s, 'job_created', id, '{"queue":' .. cjson.encode(f[3]) ..
+redis.call('HSET', key, 'x', redis.call('XADD', KEYS[7], '*', 'j', id))
+wake(KEYS[6])
+emit(KEYS[5], now_s, 'job_created', id, '{"queue":' .. cjson.encode(f[3]) ..
   ',"taskType":' .. cjson.encode(f[2]) .. ',"retry":true}')
 return {'OK', redis.call('HGETALL', key)}
