@@ -28,7 +28,7 @@ pytest: $(STAMP)
 test: lint typecheck pytest
 
 bench: $(STAMP)
-	$(BIN)/conveyor --log-level warning bench --jobs 20000 --concurrency 200 --json bench/results/latest.json
+	$(BIN)/conveyor --log-level warning bench --jobs 20000 --concurrency 200 --delayed 100000 --json bench/results/latest.json
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache conveyor.db*

@@ -225,6 +225,7 @@ class Bench:
         self.say = say
         self.report = Report(url, workers, concurrency)
         self.meter = _RedisMeter(url)
+        self.enqueue_cpu_us = 0.0
 
     def _queue(self, scenario: str) -> str:
         return f"bench-{scenario}-{uuid.uuid4().hex[:8]}"
@@ -233,12 +234,23 @@ class Bench:
         queue = self._queue("drain")
         call = noop.options(queue=queue)
         self.say(f"enqueue_many: {self.jobs:,} jobs")
+        cpu0, calls0 = await self.meter.sample()
         started = time.perf_counter()
         for offset in range(0, self.jobs, 1000):
             await call.enqueue_many([((), {})] * min(1000, self.jobs - offset))
         self.report.add(
             "enqueue", "enqueue_many", self.jobs / (time.perf_counter() - started), "jobs/s"
         )
+        if self.meter.enabled:
+            cpu1, calls1 = await self.meter.sample()
+            self.enqueue_cpu_us = (cpu1 - cpu0) / self.jobs * 1e6
+            self.report.add("enqueue", "Redis CPU per job (enqueue)", self.enqueue_cpu_us, "µs")
+            self.report.add(
+                "enqueue",
+                "Redis commands per job (enqueue)",
+                (calls1 - calls0) / self.jobs,
+                "commands",
+            )
         single = min(2000, self.jobs)
         one = noop.options(queue=self._queue("single"))
         self.say(f"enqueue one at a time: {single:,} jobs")
@@ -266,6 +278,12 @@ class Bench:
             # The drain scenario's server work: fetch, run bookkeeping, ack (+ stats polls).
             self.report.add(
                 scenario, "Redis CPU per job (run + ack)", (cpu1 - cpu0) / count * 1e6, "µs"
+            )
+            self.report.add(
+                scenario,
+                "Redis CPU per job, whole lifecycle",
+                self.enqueue_cpu_us + (cpu1 - cpu0) / count * 1e6,
+                "µs",
             )
             self.report.add(
                 scenario,
