@@ -34,7 +34,7 @@ def cluster(tmp_path: Path, redis: RedisServer) -> Iterator[Cluster]:
     procs: list[subprocess.Popen[bytes]] = []
     yield Cluster(tmp_path, redis, procs)
     for proc in procs:
-        # Each was started in a session of its own: its group is it and its children
+        # Each was started with start_new_session: its process group is it and its children
         # (a supervisor's workers outlive a killed supervisor).
         for sig in (signal.SIGCONT, signal.SIGKILL):
             with contextlib.suppress(ProcessLookupError, PermissionError):
