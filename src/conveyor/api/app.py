@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from conveyor.api.batching import SubmitBatcher
 from conveyor.api.errors import JSONResponse, install_error_handlers
 from conveyor.api.events import EventHub
+from conveyor.api.fastpath import SubmitFastPath
 from conveyor.api.middleware import BearerAuthMiddleware, BodyLimitMiddleware
 from conveyor.api.params import ParameterChecker
 from conveyor.api.routes import (
@@ -26,7 +27,7 @@ from conveyor.api.routes import (
 from conveyor.app import Conveyor
 
 
-def create_app(conveyor: Conveyor) -> FastAPI:
+def create_app(conveyor: Conveyor, *, fast_submit: bool = True) -> FastAPI:
     """Build the HTTP API for ``conveyor``.
 
     All state lives on the returned app (``app.state``); several apps can serve several
@@ -37,6 +38,9 @@ def create_app(conveyor: Conveyor) -> FastAPI:
         conveyor: the application whose tasks are submitted and whose store is read.
             ``settings.api_tokens`` turns on bearer auth; ``settings.max_body_bytes``
             bounds request bodies.
+        fast_submit: serve ``POST /api/v1/jobs`` through the raw ASGI path of
+            :mod:`conveyor.api.fastpath` (same answers, less overhead); off, the FastAPI
+            route serves it.
 
     ``app.state.event_hub`` feeds the event stream and WebSocket; its poller starts with
     the first listener and stops at shutdown. A server that waits for open responses
@@ -78,7 +82,10 @@ def create_app(conveyor: Conveyor) -> FastAPI:
     app.include_router(ws.router)
     app.include_router(dashboard.router)
     settings = conveyor.settings
-    # Added last runs first: auth, then the body limit, then the app.
+    # Added last runs first: auth, then the body limit, then the submit fast path, then
+    # the app.
+    if fast_submit:
+        app.add_middleware(SubmitFastPath)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(BearerAuthMiddleware, tokens=settings.api_tokens)
     return app

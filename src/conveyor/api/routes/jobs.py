@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 import orjson
 import pydantic
 from fastapi import APIRouter, Depends, Header, Path, Query, Request
+from starlette.datastructures import State
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
+from starlette.types import Scope
 
 from conveyor.api.batching import SubmitBatcher
-from conveyor.api.deps import backend_errors, get_checker, get_conveyor, open_backend
+from conveyor.api.deps import backend_errors, get_conveyor, open_backend
 from conveyor.api.errors import JSONResponse, shorten, validation_error
 from conveyor.api.params import ParameterChecker
 from conveyor.api.schemas import (
@@ -54,10 +57,6 @@ def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {s: {"model": ErrorResponse, "description": described[s]} for s in statuses}
 
 
-def _job_location(request: Request, job_id: str) -> str:
-    return f"{request.scope.get('root_path', '')}/api/v1/jobs/{job_id}"
-
-
 def _checked_id(job_id: str) -> str:
     # An id that cannot be one of ours is simply not found; the store never sees it.
     if not JOB_ID.fullmatch(job_id):
@@ -72,11 +71,12 @@ def _is_json(content_type: str) -> bool:
     )
 
 
-async def _read_submission(request: Request) -> SubmitJob:
-    content_type = request.headers.get("content-type")
+async def _read_submission(
+    content_type: str | None, read_body: Callable[[], Awaitable[bytes]]
+) -> SubmitJob:
     if content_type is not None and not _is_json(content_type):
         raise HTTPException(415, "the request body must be JSON (Content-Type: application/json)")
-    body = await request.body()
+    body = await read_body()
     if not body.strip():
         raise ValidationError("the request body is required", {"errors": []})
     try:
@@ -190,8 +190,6 @@ _SUBMIT_BODY = {
 )
 async def submit_job(
     request: Request,
-    conveyor: App,
-    checker: Annotated[ParameterChecker, Depends(get_checker)],
     idempotency_key: Annotated[
         str | None,
         Header(alias="Idempotency-Key", min_length=1, max_length=255),
@@ -202,10 +200,43 @@ async def submit_job(
     Answers 202 with ``Location`` for a new job; 200 with the same ``jobId`` when the
     idempotency key (header ``Idempotency-Key`` or body ``idempotencyKey``) was seen.
     """
-    submission = await _read_submission(request)
+    return await submit(
+        request.app.state,
+        request.scope,
+        request.headers.get("content-type"),
+        request.body,
+        idempotency_key,
+    )
+
+
+async def submit(
+    state: State,
+    scope: Scope,
+    content_type: str | None,
+    read_body: Callable[[], Awaitable[bytes]],
+    idempotency_key: str | None,
+) -> Response:
+    """Read, check and store one submission; the answer to ``POST /api/v1/jobs``.
+
+    Shared by the route and the ASGI fast path (:mod:`conveyor.api.fastpath`).
+
+    Args:
+        state: the API app's state (conveyor, parameter checker, batcher).
+        scope: the request's ASGI scope (for ``root_path``).
+        content_type: the first ``Content-Type`` header, if any.
+        read_body: reads the whole request body.
+        idempotency_key: the ``Idempotency-Key`` header, already checked (1-255 chars).
+
+    Raises:
+        HTTPException: 415, or 413 from the body limit while reading.
+        ConveyorError: invalid submission, full queue, store unavailable.
+    """
+    submission = await _read_submission(content_type, read_body)
     key = _idempotency_key(idempotency_key, submission)
-    batcher = request.app.state.submit_batcher
-    result = await enqueue_submission(conveyor, checker, submission, key, batcher)
+    conveyor: Conveyor = state.conveyor
+    result = await enqueue_submission(
+        conveyor, state.parameter_checker, submission, key, state.submit_batcher
+    )
     stored = result.job
     return JSONResponse(
         {
@@ -214,7 +245,7 @@ async def submit_job(
             "createdAt": format_instant(stored.created_at),
         },
         status_code=202 if result.created else 200,
-        headers={"Location": _job_location(request, stored.id)},
+        headers={"Location": f"{scope.get('root_path', '')}/api/v1/jobs/{stored.id}"},
     )
 
 
