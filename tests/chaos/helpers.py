@@ -4,6 +4,7 @@ its history, and a look at the store's own bookkeeping."""
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import time
 from collections.abc import Callable, Sequence
@@ -170,8 +171,11 @@ class Cluster:
     def events(self, job_id: str) -> list[str]:
         """The types of the job's events in the feed, oldest first."""
         with self.raw() as r:
-            return [
-                fields["t"]
-                for _, fields in r.xrange(f"{PREFIX}:events")
-                if fields.get("j") == job_id
-            ]
+            entries = r.xrange(f"{PREFIX}:events")
+        # An entry holds one script call's events: ``e``, [[type, job id, data], ...].
+        return [
+            kind
+            for _, fields in entries
+            for kind, job, _data in json.loads(fields["e"])
+            if job == job_id
+        ]

@@ -28,8 +28,12 @@ cluster slot and different queues spread over a cluster. With the default prefix
 ``conveyor:queues``               set of queue names
 ``conveyor:jobq:ID``              ``priority:queue`` of a job, for calls that know only its
                                    id (get, cancel, retry); deleted by ``purge``
-``conveyor:events``               the event feed, a capped stream (MAXLEN ~ 100,000); on a
-                                   cluster, one feed per queue: ``conveyor:{q:NAME}:events``
+``conveyor:events``               the event feed: one entry per script call holding that
+                                   call's events (``a`` time, ``e`` JSON array of
+                                   ``[type, job id, data]``; an event's id is the entry id
+                                   plus its index), at most 1,000 events an entry; capped at
+                                   about 100,000 events (MAXLEN ~ scaled by entry size); on
+                                   a cluster, one feed per queue: ``conveyor:{q:NAME}:events``
 ``conveyor:{sched}:defs``         hash: schedule id -> its definition (JSON); ``:next`` and
                                    ``:last`` hold each schedule's next run and
                                    ``last run|last job id``, ``:version`` counts edits
@@ -48,9 +52,10 @@ Consequences, by design:
 - Idempotency keys are remembered per queue (like BullMQ job ids): the same key sent to
   two queues makes two jobs. Within a queue, concurrent submits make exactly one.
 - Scripts declare their keys in KEYS, except job hashes that fetch, probe and purge
-  discover inside the script (ids read from a stream or an index) and the existing job
-  of an idempotency hit: those names are derived from the declared prefix and carry the
-  same hash tag, so they are always in the slot being served.
+  discover inside the script (ids read from a stream or an index), those enqueue and
+  complete are given ids for (packed with the rest of the batch in one JSON argument)
+  and the existing job of an idempotency hit: those names are derived from the declared
+  prefix and carry the same hash tag, so they are always in the slot being served.
 - On a cluster the event feed is one stream per queue, merged on read: order is exact
   within a queue, by time across queues.
 
@@ -60,16 +65,20 @@ All scripts (``scripts/*.lua``, each prefixed with ``lib.lua``) handle whole bat
 are run with EVALSHA (loaded at ``open``, reloaded on NOSCRIPT).
 
 - enqueue (batch): one pipeline: ``SET`` route per job + one ``enqueue`` call per queue
-  (HSET, ZADD x2, XADD, event XADD, and SET for an idempotency key).
+  (HSET and XADD per job, SET for an idempotency key; one variadic ZADD to the pending
+  index and one event-feed XADD for the batch).
 - fetch (batch): one ``fetch`` call: expired leases first (``attempts + 1``, or moved to
   ``failed`` with reason ``lease_expired`` past the retry budget), due delayed jobs
-  promoted, then ``XREADGROUP COUNT n`` per priority level; each job: HINCRBY, HSET,
-  ZADD lease, ZREM, event XADD, HGETALL. Fetching several queues first runs ``probe``
-  per queue (one pipeline) to split the batch by priority across queues.
-- complete (batch): one ``complete`` call per queue, fenced by status + owner + attempt:
-  HSET, ZREM lease, XACK, ZADD index, PEXPIRE, event XADD; then per stream touched, one
-  ``XTRIM MINID`` up to the oldest entry still needed: the oldest of the group's pending
-  list, else the first after its last-delivered id (so only acknowledged entries go).
+  promoted, then ``XREADGROUP COUNT n`` per priority level; each job: HGETALL, HSET;
+  then one variadic ZADD (leases) and ZREM (pending index) and one event XADD for the
+  batch. Fetching several queues first runs ``probe`` per queue (one pipeline) to split
+  the batch by priority across queues.
+- complete (batch): one ``complete`` call per queue, the outcomes packed in one JSON
+  argument, each fenced by status + owner + attempt: HMGET, HSET, PEXPIRE per job; one
+  variadic ZREM (leases), XACK per stream and ZADD per index, one event XADD; then per
+  stream touched, one ``XTRIM MINID`` up to the oldest entry still needed: the oldest
+  of the group's pending list, else the first after its last-delivered id (so only
+  acknowledged entries go).
 - purge: reads the finished indexes oldest id first (UUIDv7 ids sort by creation time)
   up to the ids created by the cutoff, deleting records finished before it and the
   index entries of records already expired (TTL); no per-job completion-time zset.

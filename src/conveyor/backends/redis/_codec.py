@@ -7,6 +7,7 @@ one orjson blob ``d``. Values are JSON or decimal text, never pickle.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -87,13 +88,20 @@ def time_arg(value: float) -> str:
     return repr(float(value))
 
 
-def event_id(stream_id: str, queue: str | None = None) -> str:
-    """The feed cursor of a stream entry: zero-padded so ids sort as strings.
+_CURSOR = re.compile(r"(\d+)-(\d+)(?:\.(\d+))?(?:-(.+))?", re.ASCII | re.DOTALL)
 
-    On a cluster each queue has its own feed; the queue name is appended.
+
+def event_id(stream_id: str, queue: str | None = None, index: int | None = None) -> str:
+    """The feed cursor of an event: zero-padded so ids sort as strings.
+
+    ``index`` is the event's position in its entry (entries written by ``flush_events``
+    hold one script call's events); entries of older versions held one event and have
+    none. On a cluster each queue has its own feed; the queue name is appended.
     """
     ms, _, seq = stream_id.partition("-")
     base = f"{int(ms):015d}-{int(seq or 0):010d}"
+    if index is not None:
+        base = f"{base}.{index:04d}"
     return base if queue is None else f"{base}-{queue}"
 
 
@@ -103,19 +111,43 @@ def parse_event_id(cursor: str) -> tuple[str, str | None]:
     Raises:
         ValidationError: the cursor was not made by :func:`event_id`.
     """
-    parts = cursor.split("-", 2)
-    if len(parts) < 2 or not parts[0].isdigit() or not parts[1].isdigit():
+    match = _CURSOR.fullmatch(cursor)
+    if match is None:
         raise ValidationError(f"invalid event cursor {cursor!r}", {"cursor": cursor})
-    return f"{int(parts[0])}-{int(parts[1])}", parts[2] if len(parts) == 3 else None
+    return f"{int(match[1])}-{int(match[2])}", match[4]
 
 
-def event_from_entry(entry_id: str, fields: dict[str, str], queue: str | None = None) -> Event:
-    """An event from its stream entry (fields ``t``, ``j``, ``a``, ``d``)."""
-    data = _json(fields.get("d"))
-    return Event(
-        id=event_id(entry_id, queue),
-        type=fields.get("t", "unknown"),
-        job_id=fields.get("j", ""),
-        at=_float(fields.get("a")) or 0.0,
-        data=data if isinstance(data, dict) else {},
-    )
+def events_from_entry(
+    entry_id: str, fields: dict[str, str], queue: str | None = None
+) -> list[Event]:
+    """The events of one feed entry: a batch (fields ``a``, ``e``) or, written by older
+    versions, a single event (fields ``t``, ``j``, ``a``, ``d``)."""
+    at = _float(fields.get("a")) or 0.0
+    batch = fields.get("e")
+    if batch is None:
+        data = _json(fields.get("d"))
+        return [
+            Event(
+                id=event_id(entry_id, queue),
+                type=fields.get("t", "unknown"),
+                job_id=fields.get("j", ""),
+                at=at,
+                data=data if isinstance(data, dict) else {},
+            )
+        ]
+    items = _json(batch)
+    if not isinstance(items, list):  # written by hand: one placeholder keeps it visible
+        items = [["unknown", "", {}]]
+    out: list[Event] = []
+    for n, item in enumerate(items):
+        kind, job_id, data = item if isinstance(item, list) and len(item) == 3 else ("", "", {})
+        out.append(
+            Event(
+                id=event_id(entry_id, queue, n),
+                type=kind if isinstance(kind, str) and kind else "unknown",
+                job_id=job_id if isinstance(job_id, str) else "",
+                at=at,
+                data=data if isinstance(data, dict) else {},
+            )
+        )
+    return out

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
 from conveyor.backends.base import Event, JobFilter, JobPage, QueueStats
 from conveyor.backends.redis._base import GROUP, Call, RedisBase
-from conveyor.backends.redis._codec import event_from_entry, job_from_hash, pairs, parse_event_id
+from conveyor.backends.redis._codec import events_from_entry, job_from_hash, pairs, parse_event_id
 from conveyor.backends.redis._connect import guarded
 from conveyor.backends.redis._scripts import SCRIPTS, Arg
 from conveyor.errors import ConflictError, JobNotFoundError
@@ -16,6 +17,8 @@ from conveyor.job import Job, JobStatus
 #: The most expired jobs one purge call removes per queue and round.
 PURGE_CAP = 1000
 _LIST_CHUNK = 50
+#: Entries asked for by the first read of the event feed (each holds 1 to 1,000 events).
+_FEED_FIRST_READ = 16
 
 
 @dataclass(slots=True)
@@ -232,32 +235,44 @@ class RecordsMixin(RedisBase):
     async def read_events(self, after: str | None, limit: int) -> list[Event]:
         if limit <= 0:
             return []
-        cursor = parse_event_id(after) if after else None
+        start = "-" if not after else parse_event_id(after)[0]
         if not self.cluster:
-            start = "-" if cursor is None else f"({cursor[0]}"
-            entries = await self.client.xrange(self._g.events, start, "+", count=limit)
-            return [event_from_entry(entry_id, fields) for entry_id, fields in entries]
-        return await self._read_cluster_events(after, cursor, limit)
-
-    async def _read_cluster_events(
-        self, after: str | None, cursor: tuple[str, str | None] | None, limit: int
-    ) -> list[Event]:
+            return await self._read_feed(self._g.events, start, after, limit, None)
         # One feed per queue (a script may only touch its queue's slot): merged here by
-        # (stream id, queue). Streams of different queues get their ids from different
-        # servers' clocks, so across queues the order is by time only to within clock
-        # skew; within a queue it is exact.
+        # event id (stream id, index, queue). Streams of different queues get their ids
+        # from different servers' clocks, so across queues the order is by time only to
+        # within clock skew; within a queue it is exact.
         queues = await self._queues()
-        pipe = self.client.pipeline(transaction=False)
-        for queue in queues:
-            start = "-" if cursor is None else cursor[0]
-            pipe.xrange(self.keys(queue).events, start, "+", count=limit)
-        events: list[Event] = []
-        for queue, entries in zip(queues, await pipe.execute(), strict=True):
-            events += [event_from_entry(i, fields, queue) for i, fields in entries]
-        if after:
-            events = [e for e in events if e.id > after]
-        events.sort(key=lambda e: e.id)
+        feeds = await asyncio.gather(
+            *(self._read_feed(self.keys(q).events, start, after, limit, q) for q in queues)
+        )
+        events = sorted((e for feed in feeds for e in feed), key=lambda e: e.id)
         return events[:limit]
+
+    async def _read_feed(
+        self, key: str, start: str, after: str | None, limit: int, queue: str | None
+    ) -> list[Event]:
+        """The first ``limit`` events of one feed with ids above ``after``.
+
+        Reading starts at the cursor's entry itself (its later events are still due).
+        Entries hold one to a batch of events, so each read asks for as many entries as
+        the events per entry seen so far suggest.
+        """
+        out: list[Event] = []
+        count = min(limit, _FEED_FIRST_READ)
+        entries_seen = events_seen = 0
+        while True:
+            entries = await self.client.xrange(key, start, "+", count=count)
+            for entry_id, fields in entries:
+                batch = events_from_entry(entry_id, fields, queue)
+                events_seen += len(batch)
+                out += batch if after is None else [e for e in batch if e.id > after]
+                start = f"({entry_id}"
+            entries_seen += len(entries)
+            if len(out) >= limit or len(entries) < count:
+                return out[:limit]
+            per_entry = max(1, events_seen // max(1, entries_seen))
+            count = max(1, -(-(limit - len(out)) // per_entry))
 
 
 def _group(pairs_: list[tuple[str, str]]) -> dict[str, list[str]]:

@@ -220,25 +220,25 @@ class RedisBackend(
         for prio in prios:
             keys.append(k.stream(prio))
             level_args += [prio, len(keys)]
-        per_job: list[Arg] = []
+        # One argument for the whole batch (see ``_complete_call``).
+        per_job: list[list[str]] = []
         for job in jobs:
-            keys.append(k.job(job.id))
-            job_index = len(keys)
             idem_index = 0
             if job.idempotency_key is not None:
                 keys.append(k.idempotency(job.idempotency_key))
                 idem_index = len(keys)
-            per_job += [
-                job.id,
-                job_index,
-                job.priority,
-                time_arg(job.run_at) if job.run_at else "",
-                time_arg(job.created_at) if job.created_at else "",
-                job.type,
-                job.max_retries,
-                static_blob(job),
-                idem_index,
-            ]
+            per_job.append(
+                [
+                    job.id,
+                    str(job.priority),
+                    time_arg(job.run_at) if job.run_at else "",
+                    time_arg(job.created_at) if job.created_at else "",
+                    job.type,
+                    str(job.max_retries),
+                    static_blob(job),
+                    str(idem_index),
+                ]
+            )
         args: list[Arg] = [
             now_arg,
             k.job_prefix,
@@ -249,7 +249,7 @@ class RedisBackend(
             mode,
             len(prios),
             *level_args,
-            *per_job,
+            dumps(per_job).decode(),
         ]
         return SCRIPTS["enqueue"], keys, args
 
@@ -477,22 +477,26 @@ class RedisBackend(
                 index[key] = len(keys)
             return index[key]
 
-        args: list[Arg] = [now_arg, GROUP, self._ttl_ms()]
+        # One argument for the whole batch: per-job arguments would cost the server an
+        # object each and redis-py a pure-Python encoding each.
+        packed: list[list[str]] = []
         for o in outcomes:
             result = "null"
             if o.kind is OutcomeKind.COMPLETED:
                 result = dumps(o.result, what=f"result of job {o.job_id}").decode()
-            args += [
-                o.job_id,
-                key_index(k.job(o.job_id)),
-                key_index(k.stream(routes[o.job_id][1])),
-                o.worker_id,
-                o.attempt,
-                _KIND[o.kind],
-                result,
-                dumps(o.error).decode(),
-                "" if o.retry_at is None else time_arg(o.retry_at),
-            ]
+            packed.append(
+                [
+                    o.job_id,
+                    str(key_index(k.stream(routes[o.job_id][1]))),
+                    o.worker_id,
+                    str(o.attempt),
+                    _KIND[o.kind],
+                    result,
+                    dumps(o.error).decode(),
+                    "" if o.retry_at is None else time_arg(o.retry_at),
+                ]
+            )
+        args: list[Arg] = [now_arg, GROUP, self._ttl_ms(), k.job_prefix, dumps(packed).decode()]
         return SCRIPTS["complete"], keys, args
 
     @guarded

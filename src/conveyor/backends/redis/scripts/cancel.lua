@@ -21,4 +21,5 @@ redis.call('ZADD', KEYS[5], 0, id)
 ack(KEYS[7], ARGV[3], f[2])
 redis.call('PEXPIRE', key, ARGV[4])
 emit(KEYS[6], now_s, 'job_cancelled', id, '{}')
+flush_events()
 return {'OK', redis.call('HGETALL', key)}

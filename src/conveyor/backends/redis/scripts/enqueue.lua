@@ -2,18 +2,19 @@
 -- length (field `max` of the conf hash) would be passed: pending + scheduled jobs (the
 -- pending index) plus the batch's new jobs; idempotency hits do not count.
 -- KEYS: 1 prios, 2 delayed, 3 index:pending, 4 events, 5 wake, 6 conf,
---       then the batch's stream keys, job keys and idempotency keys.
+--       then the batch's stream keys and idempotency keys.
 -- ARGV: 1 now, 2 job key prefix, 3 group, 4 queue, 5 idempotency ttl (s), 6 ttl (ms),
 --       7 mode ("" store, "check" only check the length), 8 number of levels,
 --       then (priority, stream key index) per level,
---       then 9 fields per job: id, job key index, priority, run_at, created_at, type,
---       max retries, static JSON, idempotency key index (0: none).
+--       then the jobs: one JSON array of 8 strings per job: id, priority, run_at,
+--       created_at, type, max retries, static JSON, idempotency key index ("0": none).
+-- Job keys are derived from the prefix (they carry the queue's hash tag).
 -- Returns {now, {1 | {existing id, fields}} per job} or {'FULL', now} (nothing stored).
 local now, now_s = clock(ARGV[1])
 local prefix, group, queue = ARGV[2], ARGV[3], ARGV[4]
 local ttl_s, ttl_ms = tonumber(ARGV[5]), ARGV[6]
 local nlevels = tonumber(ARGV[8])
-local first = 9 + 2 * nlevels
+local batch = cjson.decode(ARGV[9 + 2 * nlevels])
 
 local function remembered(ikey)
   local v = redis.call('GET', KEYS[ikey])
@@ -33,8 +34,8 @@ end
 local max = redis.call('HGET', KEYS[6], 'max')
 if max then
   local adding, keys = 0, {}
-  for i = first, #ARGV, 9 do
-    local ikey = tonumber(ARGV[i + 8])
+  for _, job in ipairs(batch) do
+    local ikey = tonumber(job[8])
     if ikey == 0 then
       adding = adding + 1
     elseif not keys[KEYS[ikey]] then
@@ -60,11 +61,13 @@ for i = 0, nlevels - 1 do
 end
 local out = {}
 local woke = false
+local indexed = {}  -- pending-index additions, one variadic ZADD at the end
 local queue_json = '{"queue":' .. cjson.encode(queue) .. ',"taskType":'
-for i = first, #ARGV, 9 do
-  local id, key = ARGV[i], KEYS[tonumber(ARGV[i + 1])]
-  local prio, run_at, created_at = ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
-  local ikey = tonumber(ARGV[i + 8])
+for _, job in ipairs(batch) do
+  local id = job[1]
+  local key = prefix .. id
+  local prio, run_at, created_at = job[2], job[3], job[4]
+  local ikey = tonumber(job[8])
   local existing = nil
   if ikey > 0 then
     existing = remembered(ikey)
@@ -80,19 +83,22 @@ for i = first, #ARGV, 9 do
     else
       entry = redis.call('XADD', streams[prio], '*', 'j', id)
     end
-    redis.call('HSET', key, 't', ARGV[i + 5], 'q', queue, 'pr', prio, 'm', ARGV[i + 6],
-      'd', ARGV[i + 7], 'ca', created_at, 'r', run_at, 's', 'pending', 'a', '0', 'p', '0',
+    redis.call('HSET', key, 't', job[5], 'q', queue, 'pr', prio, 'm', job[6],
+      'd', job[7], 'ca', created_at, 'r', run_at, 's', 'pending', 'a', '0', 'p', '0',
       'x', entry)
-    redis.call('ZADD', KEYS[3], 0, id)
+    indexed[#indexed + 1] = 0
+    indexed[#indexed + 1] = id
     woke = true
     if ikey > 0 then
       redis.call('SET', KEYS[ikey], id .. '|' .. fmt(now + ttl_s), 'PX', ttl_ms)
     end
     emit(KEYS[4], now_s, 'job_created', id,
-      queue_json .. cjson.encode(ARGV[i + 5]) .. '}')
+      queue_json .. cjson.encode(job[5]) .. '}')
     out[#out + 1] = 1
   end
 end
+each_chunk('ZADD', KEYS[3], indexed)
+flush_events()
 if woke then
   wake(KEYS[5])
 end

@@ -35,6 +35,8 @@ local leases, events = KEYS[3], KEYS[6]
 local deadline = now + lease
 local deadline_s = fmt(deadline)
 local out, dead = {}, {}
+-- New entries' lease additions and pending-index removals, batched at the end.
+local leased, unpended = {}, {}
 
 local function finish(key, id, stream, entry, index)
   redis.call('HDEL', key, 'o', 'l', 'x')
@@ -47,11 +49,18 @@ local owner_json = ',"workerId":' .. cjson.encode(owner) .. '}'
 
 -- Leases one job; `fields` is its HGETALL from before, which the client updates with
 -- the lease (status, attempts, started, owner, deadline) instead of reading it again.
-local function take(key, id, fields, attempts)
+-- `batched`: the lease zset addition waits for the end of the script (not for
+-- reclaimed jobs: the reclaim loop reads the lease zset again).
+local function take(key, id, fields, attempts, batched)
   local attempt = tonumber(attempts) + 1
   redis.call('HSET', key, 'a', attempt, 's', 'running', 'sa', now_s, 'o', owner,
     'l', deadline_s)
-  redis.call('ZADD', leases, deadline, id)
+  if batched then
+    leased[#leased + 1] = deadline
+    leased[#leased + 1] = id
+  else
+    redis.call('ZADD', leases, deadline, id)
+  end
   emit(events, now_s, 'job_started', id, '{"attempt":' .. attempt .. owner_json)
   out[#out + 1] = {id, fields}
 end
@@ -144,12 +153,15 @@ for li = #levels, 1, -1 do
       elseif field(rec, 's') ~= 'pending' or field(rec, 'x') ~= entry then
         ack(stream, group, entry)  -- stale: the job was cancelled or requeued since
       else
-        redis.call('ZREM', KEYS[4], id)
-        take(prefix .. id, id, rec, field(rec, 'a'))
+        unpended[#unpended + 1] = id
+        take(prefix .. id, id, rec, field(rec, 'a'), true)
         quota = quota - 1
       end
     end
     if #entries < want then break end
   end
 end
+each_chunk('ZADD', leases, leased)
+each_chunk('ZREM', KEYS[4], unpended)
+flush_events()
 return {'OK', now_s, out, dead, deadline_s}

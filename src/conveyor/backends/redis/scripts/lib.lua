@@ -22,9 +22,52 @@ local function fmt(x)
   return string.format('%.6f', x)
 end
 
+-- Events are buffered by `emit` and written by `flush_events` (called by every script
+-- that emits, before it returns) as one feed entry per call: field `a` the time, field
+-- `e` a JSON array of [type, job id, data] (data already JSON text); an event's cursor
+-- is the entry id plus its index in the array. Entries hold at most EVENT_CHUNK events;
+-- MAXLEN is scaled by the entry's size, so the feed keeps about EVENT_RETENTION events.
+local EVENT_CHUNK = 1000
+local event_key, event_at, event_parts = nil, nil, {}
+
 local function emit(events, now_s, kind, id, data)
-  redis.call('XADD', events, 'MAXLEN', '~', EVENT_RETENTION, '*',
-    't', kind, 'j', id, 'a', now_s, 'd', data)
+  event_key, event_at = events, now_s
+  event_parts[#event_parts + 1] = '["' .. kind .. '",' .. cjson.encode(id) .. ',' .. data .. ']'
+end
+
+local function flush_events()
+  local n = #event_parts
+  local i = 1
+  while i <= n do
+    local j = i + EVENT_CHUNK - 1
+    if j > n then j = n end
+    local maxlen = math.ceil(EVENT_RETENTION / (j - i + 1))
+    redis.call('XADD', event_key, 'MAXLEN', '~', maxlen, '*', 'a', event_at,
+      'e', '[' .. table.concat(event_parts, ',', i, j) .. ']')
+    i = j + 1
+  end
+  event_parts = {}
+end
+
+-- Variadic commands for a whole batch instead of one call per job (each call has a
+-- fixed cost in Redis and in its AOF): `args` is a flat list (members, or score/member
+-- pairs), sent in chunks of 1000 (even, so pairs stay whole; within Lua's stack).
+local function each_chunk(cmd, key, args)
+  local n = #args
+  for i = 1, n, 1000 do
+    local j = i + 999
+    if j > n then j = n end
+    redis.call(cmd, key, unpack(args, i, j))
+  end
+end
+
+local function ack_all(stream, group, entries)
+  local n = #entries
+  for i = 1, n, 1000 do
+    local j = i + 999
+    if j > n then j = n end
+    redis.call('XACK', stream, group, unpack(entries, i, j))
+  end
 end
 
 local function wake(key)

@@ -7,4 +7,5 @@ if f[1] ~= 'running' or f[2] ~= ARGV[3] then
 end
 redis.call('HSET', KEYS[1], 'p', ARGV[4])
 emit(KEYS[2], now_s, 'job_progress', ARGV[2], '{"progress":' .. ARGV[4] .. '}')
+flush_events()
 return 1

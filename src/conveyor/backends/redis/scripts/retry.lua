@@ -22,4 +22,5 @@ redis.call('HSET', key, 'x', redis.call('XADD', KEYS[7], '*', 'j', id))
 wake(KEYS[6])
 emit(KEYS[5], now_s, 'job_created', id, '{"queue":' .. cjson.encode(f[3]) ..
   ',"taskType":' .. cjson.encode(f[2]) .. ',"retry":true}')
+flush_events()
 return {'OK', redis.call('HGETALL', key)}

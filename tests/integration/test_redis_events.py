@@ -1,0 +1,107 @@
+"""The Redis event feed holds one entry per script call (a batch of events): cursors
+point inside entries, and reading after any cursor with any limit neither skips nor
+repeats an event; entries written by older versions (one event each) still read."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+from redis.asyncio import Redis
+
+from conveyor.backends.redis import RedisBackend
+from tests.contract.helpers import done, enqueue, make_job
+from tests.redis_server import RedisClusterServers, RedisServer
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture(params=["redis", "redis-cluster"])
+async def store(
+    request: pytest.FixtureRequest,
+) -> AsyncIterator[RedisBackend]:
+    server: RedisServer | RedisClusterServers = request.getfixturevalue(
+        "redis_server" if request.param == "redis" else "redis_cluster"
+    )
+    sep = "&" if "?" in server.url else "?"
+    backend = RedisBackend(f"{server.url}{sep}prefix=ev-{uuid.uuid4().hex[:10]}")
+    await backend.open()
+    try:
+        yield backend
+    finally:
+        await backend.aclose()
+
+
+async def _all_ids(store: RedisBackend) -> list[str]:
+    return [e.id for e in await store.read_events(None, 100_000)]
+
+
+async def test_pages_of_any_size_cover_the_feed_once(store: RedisBackend) -> None:
+    a = [make_job(queue="a") for _ in range(23)]
+    b = [make_job(queue="b") for _ in range(17)]
+    await enqueue(store, *a, *b)
+    running = await store.fetch(["a", "b"], "w1", 40, 30.0)
+    assert len(running) == 40
+    assert all(await store.complete([done(job, "w1") for job in running]))
+
+    ids = await _all_ids(store)
+    assert len(ids) == 40 * 3
+    assert len(set(ids)) == len(ids)
+    assert ids == sorted(ids)
+    for limit in (1, 4, 7, 40, 1000):
+        after: str | None = None
+        paged: list[str] = []
+        while page := await store.read_events(after, limit):
+            assert len(page) <= limit
+            paged += [e.id for e in page]
+            after = page[-1].id
+        assert paged == ids, limit
+    for i in (0, 1, 5, 22, 39, 40, 77, len(ids) - 1):
+        assert [e.id for e in await store.read_events(ids[i], 1000)] == ids[i + 1 :]
+        assert [e.id for e in await store.read_events(ids[i], 3)] == ids[i + 1 : i + 4]
+
+
+async def test_one_feed_entry_per_script_call(redis_server: RedisServer) -> None:
+    prefix = "ev-" + uuid.uuid4().hex[:10]
+    store = RedisBackend(f"{redis_server.url}?prefix={prefix}")
+    await store.open()
+    raw = Redis(port=redis_server.port, decode_responses=True)
+    try:
+        jobs = [make_job() for _ in range(50)]
+        await enqueue(store, *jobs)
+        assert await raw.xlen(f"{prefix}:events") == 1
+        events = await store.read_events(None, 100)
+        assert [e.job_id for e in events] == [j.id for j in jobs]
+        assert {e.type for e in events} == {"job_created"}
+        assert events[0].data == {"queue": "default", "taskType": "task"}
+    finally:
+        await raw.aclose()
+        await store.aclose()
+
+
+async def test_entries_of_older_versions_still_read(redis_server: RedisServer) -> None:
+    prefix = "ev-" + uuid.uuid4().hex[:10]
+    store = RedisBackend(f"{redis_server.url}?prefix={prefix}")
+    await store.open()
+    raw = Redis(port=redis_server.port, decode_responses=True)
+    try:
+        await raw.xadd(
+            f"{prefix}:events",
+            {"t": "job_progress", "j": "old", "a": "12.5", "d": '{"progress":3}'},
+        )
+        await enqueue(store, make_job(), make_job())
+        old, *new = await store.read_events(None, 100)
+        assert (old.type, old.job_id, old.at, old.data) == (
+            "job_progress",
+            "old",
+            12.5,
+            {"progress": 3},
+        )
+        assert "." not in old.id
+        assert len(new) == 2
+        assert [e.id for e in await store.read_events(old.id, 100)] == [e.id for e in new]
+        assert [e.id for e in await store.read_events(new[0].id, 100)] == [new[1].id]
+    finally:
+        await raw.aclose()
+        await store.aclose()
