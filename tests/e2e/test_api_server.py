@@ -116,7 +116,7 @@ def test_idempotency_queues_workers_and_events(server: httpx.Client) -> None:
             {"content": b"{not json", "headers": {"content-type": "application/json"}},
             422,
             "VALIDATION_ERROR",
-        ),  # noqa: E501
+        ),
         ("POST", "/api/v1/jobs", {"json": {"type": "nope"}}, 422, "UNKNOWN_TASK"),
         (
             "POST",
@@ -124,28 +124,28 @@ def test_idempotency_queues_workers_and_events(server: httpx.Client) -> None:
             {"json": {"type": "record", "parameters": {"n": "x"}}},
             422,
             "VALIDATION_ERROR",
-        ),  # noqa: E501
+        ),
         (
             "POST",
             "/api/v1/jobs",
             {"json": {"type": "record", "parameters": {"n": 1}, "delay": -1}},
             422,
             "VALIDATION_ERROR",
-        ),  # noqa: E501
+        ),
         (
             "POST",
             "/api/v1/jobs",
             {"json": {"type": "record", "parameters": {"n": "x" * 5000}}},
             413,
             "PAYLOAD_TOO_LARGE",
-        ),  # noqa: E501
+        ),
         (
             "POST",
             "/api/v1/jobs",
             {"content": b"\xff\xfe", "headers": {"content-type": "application/json"}},
             422,
             "VALIDATION_ERROR",
-        ),  # noqa: E501
+        ),
         ("GET", "/api/v1/jobs/..%2F..%2Fetc%2Fpasswd", {}, 404, "NOT_FOUND"),
         ("GET", "/api/v1/jobs/" + "a" * 5000, {}, 404, "NOT_FOUND"),
         ("PATCH", "/api/v1/jobs", {}, 405, "METHOD_NOT_ALLOWED"),
@@ -156,7 +156,7 @@ def test_idempotency_queues_workers_and_events(server: httpx.Client) -> None:
             {"json": {"type": "record", "cron": "61 * * * *"}},
             422,
             "VALIDATION_ERROR",
-        ),  # noqa: E501
+        ),
     ],
 )
 def test_hostile_requests_get_4xx_in_the_error_shape(
