@@ -229,6 +229,34 @@ class Health(BaseModel):
     status: str = Field(examples=["ok"])
 
 
+_ERROR_DESCRIPTIONS = {
+    401: "missing or wrong bearer token",
+    404: "not found",
+    409: "the state does not allow this",
+    413: "request body too large",
+    415: "the body is not JSON",
+    422: "invalid request",
+    429: "the queue is full",
+    503: "the store is unavailable",
+}
+
+
+def error_responses(*statuses: int, **described: str) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for error statuses, all in the error shape.
+
+    Args:
+        statuses: the statuses a route can answer with.
+        described: route-specific wording, keyed ``s404=...`` and so on.
+    """
+    return {
+        s: {
+            "model": ErrorResponse,
+            "description": described.get(f"s{s}", _ERROR_DESCRIPTIONS[s]),
+        }
+        for s in statuses
+    }
+
+
 #: Documents, on every route, that any other error has the error shape.
 ERROR_DEFAULT: dict[int | str, dict[str, Any]] = {
     "default": {"model": ErrorResponse, "description": "an error (every error has this shape)"}

@@ -22,11 +22,11 @@ from conveyor.api.params import ParameterChecker
 from conveyor.api.schemas import (
     ERROR_DEFAULT,
     JOB_ID,
-    ErrorResponse,
     JobList,
     JobOut,
     SubmitJob,
     SubmittedJob,
+    error_responses,
     format_instant,
     render_job,
 )
@@ -44,17 +44,9 @@ JobId = Annotated[str, Path(description="the job's id")]
 
 
 def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    described = {
-        401: "missing or wrong bearer token",
-        404: "no such job",
-        409: "the job's state does not allow this",
-        413: "request body too large",
-        415: "the body is not JSON",
-        422: "invalid request",
-        429: "the queue is full",
-        503: "the store is unavailable",
-    }
-    return {s: {"model": ErrorResponse, "description": described[s]} for s in statuses}
+    return error_responses(
+        *statuses, s404="no such job", s409="the job's state does not allow this"
+    )
 
 
 def _checked_id(job_id: str) -> str:

@@ -11,7 +11,12 @@ from starlette.responses import Response
 from conveyor.api.deps import backend_errors, get_conveyor, open_backend
 from conveyor.api.errors import JSONResponse
 from conveyor.api.rates import CompletionRate
-from conveyor.api.schemas import ERROR_DEFAULT, QUEUE_PATTERN, ErrorResponse, _Camel
+from conveyor.api.schemas import (
+    ERROR_DEFAULT,
+    QUEUE_PATTERN,
+    _Camel,
+    error_responses,
+)
 from conveyor.app import Conveyor
 from conveyor.backends.base import Backend, QueueStats
 
@@ -21,10 +26,7 @@ App = Annotated[Conveyor, Depends(get_conveyor)]
 QueueName = Annotated[
     str, Path(min_length=1, max_length=100, pattern=QUEUE_PATTERN, description="the queue")
 ]
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"model": ErrorResponse, "description": "missing or wrong bearer token"},
-    503: {"model": ErrorResponse, "description": "the store is unavailable"},
-}
+_ERRORS = error_responses(401, 503)
 
 
 class QueueOut(_Camel):

@@ -30,8 +30,8 @@ from conveyor.api.params import ParameterChecker
 from conveyor.api.schemas import (
     ERROR_DEFAULT,
     QUEUE_PATTERN,
-    ErrorResponse,
     JobOut,
+    error_responses,
     format_instant,
     render_job,
 )
@@ -148,16 +148,12 @@ class ScheduleList(BaseModel):
 
 
 def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    described = {
-        401: "missing or wrong bearer token",
-        404: "no such schedule",
-        409: "a schedule with that id exists, or it is declared in code",
-        413: "request body too large",
-        415: "the body is not JSON",
-        422: "invalid schedule (details.field names the field)",
-        503: "the store is unavailable",
-    }
-    return {s: {"model": ErrorResponse, "description": described[s]} for s in statuses}
+    return error_responses(
+        *statuses,
+        s404="no such schedule",
+        s409="a schedule with that id exists, or it is declared in code",
+        s422="invalid schedule (details.field names the field)",
+    )
 
 
 _BODY = {

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends
 from pydantic import Field
@@ -11,7 +11,12 @@ from starlette.responses import Response
 
 from conveyor.api.deps import backend_errors, get_conveyor, open_backend
 from conveyor.api.errors import JSONResponse
-from conveyor.api.schemas import ERROR_DEFAULT, ErrorResponse, _Camel, format_instant
+from conveyor.api.schemas import (
+    ERROR_DEFAULT,
+    _Camel,
+    error_responses,
+    format_instant,
+)
 from conveyor.app import Conveyor
 
 router = APIRouter(prefix="/api/v1/workers", tags=["workers"], responses=ERROR_DEFAULT)
@@ -34,10 +39,7 @@ class WorkerList(_Camel):
     items: list[WorkerOut]
 
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"model": ErrorResponse, "description": "missing or wrong bearer token"},
-    503: {"model": ErrorResponse, "description": "the store is unavailable"},
-}
+_ERRORS = error_responses(401, 503)
 
 
 @router.get("", response_model=WorkerList, summary="List workers", responses=_ERRORS)
