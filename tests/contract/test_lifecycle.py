@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Callable
 
 import pytest
 
 from conveyor.backends.base import Backend, Outcome, OutcomeKind
 from conveyor.errors import ConflictError, JobNotFoundError
-from conveyor.job import JobStatus, task_error
+from conveyor.job import Job, JobStatus, task_error
 from tests.contract.conftest import ShiftedClock
 from tests.contract.helpers import done, enqueue, make_job
 
@@ -294,3 +296,22 @@ async def test_due_jobs_are_found_among_many_delayed_ones(backend: Backend) -> N
     await enqueue(backend, *due)
     batch = await backend.fetch(["default"], "w", 10, 30)
     assert [j.args[0] for j in batch] == ["due-1", "due-0"]
+
+
+async def test_jobs_of_a_cancelled_fetch_come_back_without_waiting_for_leases(
+    backend: Backend,
+) -> None:
+    await enqueue(backend, *(make_job(args=[i]) for i in range(3)))
+    fetching = asyncio.create_task(backend.fetch(["default"], "w", 10, 30))
+    await asyncio.sleep(0)
+    fetching.cancel()
+    try:
+        seen = await fetching  # it may have finished before the cancel arrived
+    except asyncio.CancelledError:
+        seen = []
+    again: list[Job] = []
+    deadline = time.monotonic() + 5  # far less than the 30 s lease
+    while len(seen) + len(again) < 3 and time.monotonic() < deadline:
+        again += await backend.fetch(["default"], "w2", 10, 30)
+        await asyncio.sleep(0.01)
+    assert sorted(j.args[0] for j in [*seen, *again]) == [0, 1, 2]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import Callable
 from typing import Any
 
 from conveyor.backends.base import Outcome, OutcomeKind, WorkerInfo
@@ -122,3 +125,32 @@ def reset_for_retry(job: Job, now: float) -> None:
     job.progress = 0
     job.completed_at = job.started_at = None
     job.run_at = now
+
+
+async def claim_or_give_back(
+    claim: asyncio.Future[list[Job]],
+    worker_id: str,
+    give_back: Callable[[list[Outcome]], object],
+) -> list[Job]:
+    """Await a fetch that, once started, commits whatever its caller does.
+
+    If the caller is cancelled meanwhile, the jobs the claim leased are handed back with
+    ``give_back`` (RELEASED outcomes) as soon as it finishes, rather than staying leased
+    to nobody until their leases expire.
+    """
+    try:
+        return await asyncio.shield(claim)
+    except asyncio.CancelledError:
+
+        def release(done: asyncio.Future[list[Job]]) -> None:
+            if done.cancelled() or done.exception() is not None or not done.result():
+                return
+            outcomes = [
+                Outcome(job.id, worker_id, job.attempts, OutcomeKind.RELEASED)
+                for job in done.result()
+            ]
+            with contextlib.suppress(RuntimeError):  # closing: the leases expire instead
+                give_back(outcomes)
+
+        claim.add_done_callback(release)
+        raise

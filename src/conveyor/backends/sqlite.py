@@ -38,6 +38,7 @@ from conveyor.backends._common import (
     EVENT_RETENTION,
     STATUS_OF_OUTCOME,
     apply_outcome,
+    claim_or_give_back,
     lease_expired_error,
     outcome_event_data,
     reset_for_retry,
@@ -73,7 +74,6 @@ from conveyor.backends.base import (
     JobFilter,
     JobPage,
     Outcome,
-    OutcomeKind,
     QueueStats,
 )
 from conveyor.errors import (
@@ -277,25 +277,13 @@ class SQLiteBackend(
                 conn, lambda: self._fetch_tx(conn, names, worker_id, limit, lease_seconds)
             )
 
-        claim = self._submit(run)
-        try:
-            # Shielded: once the thread runs the claim it commits whatever we do here.
-            return await asyncio.shield(claim)
-        except asyncio.CancelledError:
-            claim.add_done_callback(lambda f: self._release_lost_claim(f, worker_id))
-            raise
-
-    def _release_lost_claim(self, claim: asyncio.Future[list[Job]], worker_id: str) -> None:
-        # The caller was cancelled mid-fetch: hand the claimed jobs back at once instead of
-        # leaving them leased to nobody until their leases expire.
-        if claim.cancelled() or claim.exception() is not None or not claim.result():
-            return
-        outcomes = [
-            Outcome(job.id, worker_id, job.attempts, OutcomeKind.RELEASED) for job in claim.result()
-        ]
-        # RuntimeError: closed meanwhile; the leases expire instead.
-        with contextlib.suppress(RuntimeError):
-            self._executor.submit(self._call, lambda conn: self._complete_in_thread(conn, outcomes))
+        return await claim_or_give_back(
+            self._submit(run),
+            worker_id,
+            lambda outcomes: self._executor.submit(
+                self._call, lambda conn: self._complete_in_thread(conn, outcomes)
+            ),
+        )
 
     def _fetch_tx(
         self,

@@ -8,7 +8,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from conveyor.backends._common import QUEUE_FULL_RETRY_AFTER, lease_expired_error
+from conveyor.backends._common import (
+    QUEUE_FULL_RETRY_AFTER,
+    claim_or_give_back,
+    lease_expired_error,
+)
 from conveyor.backends.base import EnqueueResult, Outcome, OutcomeKind
 from conveyor.backends.redis._base import CONSUMER, GROUP, Call, RedisBase, Route
 from conveyor.backends.redis._codec import job_from_hash, pairs, static_blob, time_arg
@@ -268,25 +272,12 @@ class RedisBackend(
         claim = asyncio.ensure_future(
             self._fetch(list(dict.fromkeys(queues)), worker_id, limit, lease_seconds)
         )
-        try:
-            # Shielded: once the script ran, the jobs are leased whatever happens here.
-            return await asyncio.shield(claim)
-        except asyncio.CancelledError:
-            claim.add_done_callback(lambda f: self._release_lost_claim(f, worker_id))
-            raise
+        return await claim_or_give_back(claim, worker_id, self._complete_in_background)
 
-    def _release_lost_claim(self, claim: asyncio.Future[list[Job]], worker_id: str) -> None:
-        # The caller was cancelled mid-fetch: hand the jobs back now rather than leaving
-        # them leased to nobody until their leases expire.
-        if claim.cancelled() or claim.exception() is not None or not claim.result():
-            return
-        outcomes = [
-            Outcome(job.id, worker_id, job.attempts, OutcomeKind.RELEASED) for job in claim.result()
-        ]
-        with contextlib.suppress(RuntimeError):  # the loop is closing: leases expire instead
-            task = asyncio.ensure_future(self.complete(outcomes))
-            self._dangling.add(task)
-            task.add_done_callback(self._settle)
+    def _complete_in_background(self, outcomes: list[Outcome]) -> None:
+        task = asyncio.ensure_future(self.complete(outcomes))
+        self._dangling.add(task)
+        task.add_done_callback(self._settle)
 
     def _settle(self, task: asyncio.Task[Any]) -> None:
         self._dangling.discard(task)
