@@ -15,11 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import resource
-import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,57 +25,9 @@ from typing import Any
 
 import httpx
 
-APP = """
-from conveyor import Conveyor
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-app = Conveyor()
-
-
-@app.task()
-async def noop(n: int) -> int:
-    return n
-"""
-
-
-def free_port() -> int:
-    while True:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = int(sock.getsockname()[1])
-        if port != 6379:
-            return port
-
-
-def start_redis(directory: Path) -> tuple[subprocess.Popen[bytes], str]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        sys.exit("redis-server is not installed (apt-get install redis-server)")
-    port = free_port()
-    args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(directory)]
-    args += ["--appendonly", "yes", "--appendfsync", "everysec", "--save", ""]
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_port(port)
-    return proc, f"redis://127.0.0.1:{port}/0"
-
-
-def wait_port(port: int, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    sys.exit(f"nothing listens on port {port} after {timeout}s")
-
-
-def start_api(app_file: Path, url: str, port: int) -> subprocess.Popen[bytes]:
-    conveyor = Path(sys.executable).with_name("conveyor")
-    env = {**os.environ, "CONVEYOR_URL": url}
-    args = [str(conveyor), "--log-level", "warning", "api", f"{app_file}:app"]
-    args += ["--port", str(port), "--url", url]
-    proc = subprocess.Popen(args, env=env, start_new_session=True)
-    wait_port(port)
-    return proc
+from harness import api_process, cpu_seconds, py_spy, store
 
 
 async def client_loop(
@@ -125,12 +73,6 @@ async def load(port: int, clients: int, requests: int, seconds: float) -> dict[s
         "ended": ended,
         "warmup": len(warm),
     }
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (Linux)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def drive(port: int, args: argparse.Namespace, api_pid: int) -> dict[str, Any]:
@@ -193,44 +135,14 @@ def main() -> None:
         Path(args.out).write_text(json.dumps(measured))
         return
 
-    with tempfile.TemporaryDirectory(prefix="conveyor-api-load-") as tmp:
-        directory = Path(tmp)
-        app_file = directory / "load_app.py"
-        app_file.write_text(APP)
-        redis: subprocess.Popen[bytes] | None = None
-        if args.store == "redis":
-            redis, url = start_redis(directory)
-        else:
-            url = f"sqlite:///{directory / 'load.db'}"
-        port = free_port()
-        api = start_api(app_file, url, port)
-        spy: subprocess.Popen[bytes] | None = None
-        try:
-            local = Path(sys.executable).with_name("py-spy")
-            py_spy = str(local) if local.exists() else shutil.which("py-spy")
-            if args.profile and py_spy:
-                # Collapsed stacks (one line per stack with its sample count).
-                out = Path(f"api-load-{args.store}.folded").resolve()
-                spy_cmd = [py_spy, "record", "-p", str(api.pid), "-o", str(out)]
-                spy_cmd += ["--format", "raw", "--rate", "250", "--nonblocking"]
-                spy = subprocess.Popen(
-                    spy_cmd,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                )
-            result = drive(port, args, api.pid)
-        finally:
-            if spy is not None:
-                spy.send_signal(signal.SIGINT)
-                spy.wait(30)
-            api.send_signal(signal.SIGTERM)
-            try:
-                api.wait(20)
-            except subprocess.TimeoutExpired:
-                api.kill()
-            if redis is not None:
-                redis.terminate()
-                redis.wait(10)
+    profile = f"api-load-{args.store}.folded" if args.profile else None
+    with (
+        tempfile.TemporaryDirectory(prefix="conveyor-api-load-") as tmp,
+        store(args.store, Path(tmp)) as url,
+        api_process(Path(tmp), url) as (api, port),
+        py_spy(api.pid, profile, rate=250),
+    ):
+        result = drive(port, args, api.pid)
     result = {"store": args.store, "clients": args.clients, **result}
     print(json.dumps(result, indent=2))
     if args.json:

@@ -20,33 +20,17 @@ import argparse
 import asyncio
 import json
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from api_load import APP, cpu_seconds, free_port, start_api, start_redis
+from harness import api_process, cpu_seconds, py_spy, store, wait_ready
 
 SCRIPT = Path(__file__).resolve().with_name("api_submit.lua")
-
-
-def wait_ready(port: int, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.1)
-    sys.exit(f"/readyz did not answer 200 within {timeout}s")
 
 
 def run_wrk(port: int, threads: int, connections: int, seconds: float) -> dict[str, Any]:
@@ -87,61 +71,20 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory(prefix="conveyor-api-wrk-") as tmp:
-        directory = Path(tmp)
-        app_file = directory / "load_app.py"
-        app_file.write_text(APP)
-        redis: subprocess.Popen[bytes] | None = None
-        if args.store == "redis":
-            redis, url = start_redis(directory)
-        else:
-            url = f"sqlite:///{directory / 'load.db'}"
-        port = free_port()
-        api = start_api(app_file, url, port)
-        spy: subprocess.Popen[bytes] | None = None
-        try:
+    with (
+        tempfile.TemporaryDirectory(prefix="conveyor-api-wrk-") as tmp,
+        store(args.store, Path(tmp)) as url,
+    ):
+        with api_process(Path(tmp), url) as (api, port):
             wait_ready(port)
             warm = (
                 run_wrk(port, args.threads, args.connections, args.warmup) if args.warmup else None
             )
-            if args.profile:
-                py_spy = Path(sys.executable).with_name("py-spy")
-                spy = subprocess.Popen(
-                    [
-                        str(py_spy),
-                        "record",
-                        "-p",
-                        str(api.pid),
-                        "-o",
-                        args.profile,
-                        "--rate",
-                        "200",
-                        "--nonblocking",
-                        "--format",
-                        "flamegraph" if args.profile.endswith(".svg") else "raw",
-                    ],
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                )
-                time.sleep(1.0)
-            cpu_before = cpu_seconds(api.pid)
-            main_run = run_wrk(port, args.threads, args.connections, args.seconds)
-            cpu = cpu_seconds(api.pid) - cpu_before
-        finally:
-            if spy is not None:
-                spy.send_signal(signal.SIGINT)
-                spy.wait(60)
-            api.send_signal(signal.SIGTERM)
-            try:
-                api.wait(20)
-            except subprocess.TimeoutExpired:
-                api.kill()
-        try:
-            stored = asyncio.run(stored_jobs(url))
-        finally:
-            if redis is not None:
-                redis.terminate()
-                redis.wait(10)
+            with py_spy(api.pid, args.profile):
+                cpu_before = cpu_seconds(api.pid)
+                main_run = run_wrk(port, args.threads, args.connections, args.seconds)
+                cpu = cpu_seconds(api.pid) - cpu_before
+        stored = asyncio.run(stored_jobs(url))
 
     runs = [r for r in (warm, main_run) if r is not None]
     ok = sum(r["requests"] - r["status_errors"] for r in runs)

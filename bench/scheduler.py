@@ -26,13 +26,9 @@ import json
 import os
 import platform
 import pstats
-import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -42,42 +38,9 @@ from conveyor.job import Job
 from conveyor.runtime import run_async
 from conveyor.scheduling.scheduler import Scheduler
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-def free_port() -> int:
-    while True:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = int(sock.getsockname()[1])
-        if port != 6379:
-            return port
-
-
-def start_redis(directory: Path) -> tuple[subprocess.Popen[bytes], int]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        sys.exit("redis-server is not installed (Debian/Ubuntu: apt-get install redis-server)")
-    port = free_port()
-    command = [
-        binary,
-        "--port", str(port),
-        "--bind", "127.0.0.1",
-        "--save", "",
-        "--appendonly", "yes",
-        "--appendfsync", "everysec",
-        "--dir", str(directory),
-    ]  # fmt: skip
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
-                sock.sendall(b"PING\r\n")
-                if sock.recv(16).startswith(b"+PONG"):
-                    return proc, port
-        except OSError:
-            time.sleep(0.02)
-    proc.kill()
-    sys.exit("redis-server did not start")
+from harness import redis_server
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -162,18 +125,16 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="cProfile the measured time")
     parser.add_argument("--json", type=Path, default=None, help="also write figures here")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="conveyor-bench-") as tmp:
-        proc, port = start_redis(Path(tmp))
-        try:
-            result: dict[str, Any] = {}
+    result: dict[str, Any] = {}
+    with (
+        tempfile.TemporaryDirectory(prefix="conveyor-bench-") as tmp,
+        redis_server(Path(tmp)) as url,
+    ):
 
-            async def go() -> None:
-                result.update(await bench(f"redis://127.0.0.1:{port}/0", args))
+        async def go() -> None:
+            result.update(await bench(url, args))
 
-            run_async(go)
-        finally:
-            proc.terminate()
-            proc.wait(10)
+        run_async(go)
     print(json.dumps(result, indent=2))
     if args.json is not None:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
