@@ -36,6 +36,7 @@ from typing import Any
 import httpx
 import orjson
 
+from conveyor._aio import first_of
 from conveyor.app import Conveyor
 from conveyor.backends.base import Backend, Event
 from conveyor.errors import BackendError, ConveyorError
@@ -159,11 +160,11 @@ class WebhookDeliverer:
                     logger.warning("webhooks: cannot reach the store (%s)", exc)
                     token = None
                 if token is None:
-                    await _first(asyncio.sleep(self.lock_ttl / 3), stop)
+                    await first_of(asyncio.sleep(self.lock_ttl / 3), stop)
                     continue
                 logger.info("webhooks: %s delivers (token %d)", self.owner, token)
                 session = asyncio.create_task(self._lead(backend))
-                await _first(session, stop)
+                await first_of(session, stop)
                 if not session.done():
                     session.cancel()
                 await asyncio.wait([session])
@@ -171,7 +172,7 @@ class WebhookDeliverer:
                 error = None if session.cancelled() else session.exception()
                 if error is not None and not _only_lost(error):
                     logger.error("webhooks: delivery session failed", exc_info=error)
-                    await _first(asyncio.sleep(1.0), stop)
+                    await first_of(asyncio.sleep(1.0), stop)
         finally:
             stop.cancel()
             with contextlib.suppress(ConveyorError):
@@ -454,14 +455,3 @@ def _decode_ids(text: str | None) -> list[str]:
     except orjson.JSONDecodeError:
         return []
     return [i for i in ids if isinstance(i, str)] if isinstance(ids, list) else []
-
-
-async def _first(*aws: Any) -> None:
-    """Wait for the first of ``aws``; cancel the others that were made here."""
-    tasks = [a if isinstance(a, asyncio.Future) else asyncio.ensure_future(a) for a in aws]
-    owned = [t for t, a in zip(tasks, aws, strict=True) if not isinstance(a, asyncio.Future)]
-    try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in owned:
-            task.cancel()

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from conveyor._aio import first_of
 from conveyor.app import Conveyor
 from conveyor.backends.base import Backend, Outcome, OutcomeKind, WorkerInfo
 from conveyor.context import JobContext, set_current
@@ -197,12 +198,12 @@ class Worker:
                     jobs = await backend.fetch(self.queues, self.id, free, self.lease_seconds)
                 except (ConveyorError, OSError) as exc:
                     logger.warning("fetch failed (%s); retrying in %.2fs", exc, error_delay)
-                    await _first(asyncio.sleep(error_delay), stop_wait)
+                    await first_of(asyncio.sleep(error_delay), stop_wait)
                     error_delay = min(error_delay * 2, FETCH_RETRY_MAX)
                     continue
                 error_delay = 0.05
                 if not jobs:
-                    await _first(backend.wait_for_work(self.queues, timeout=1.0), stop_wait)
+                    await first_of(backend.wait_for_work(self.queues, timeout=1.0), stop_wait)
                     continue
                 for job in jobs:
                     self._start(job)
@@ -231,7 +232,7 @@ class Worker:
             "draining %d running jobs (grace %.1fs)", len(self._running), self.shutdown_grace
         )
         tasks = {task: job_id for job_id, (task, _) in self._running.items()}
-        await _first(asyncio.wait(tasks, timeout=self.shutdown_grace), self._force.wait())
+        await first_of(asyncio.wait(tasks, timeout=self.shutdown_grace), self._force.wait())
         still_running = [task for task in tasks if not task.done()]
         for task in still_running:
             self._cancel_reasons.setdefault(tasks[task], "shutdown")
@@ -378,14 +379,3 @@ class Worker:
                     "loop; run blocking code with mode='thread' or mode='process'",
                     lag,
                 )
-
-
-async def _first(*aws: Any) -> None:
-    """Wait until the first of ``aws`` is done; cancel the rest (shielding shared tasks)."""
-    tasks = [a if isinstance(a, asyncio.Task) else asyncio.ensure_future(a) for a in aws]
-    owned = [t for t, a in zip(tasks, aws, strict=True) if not isinstance(a, asyncio.Task)]
-    try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in owned:
-            task.cancel()
