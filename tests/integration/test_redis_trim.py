@@ -1,8 +1,8 @@
-"""Upkeep of the Redis store without per-job deletes: work streams are trimmed in one
-XTRIM MINID per batch, never past an entry that is still needed (delivered and not
-acknowledged - running, or reclaimed after its lease expired - or not delivered yet), on
-every priority level; purge finds expired jobs by scanning the finished indexes oldest
-id first."""
+"""Upkeep of the Redis store without per-job deletes: work streams are read with NOACK
+and trimmed past what each read delivered (one XTRIM MINID), so they hold exactly the
+entries not delivered yet, on every priority level, and the pending list stays empty;
+leases are held per fetch; purge finds expired jobs by scanning the finished indexes
+oldest id first."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ async def _entries(raw: Redis, stream: str) -> set[str]:
     return {fields["j"] for _, fields in await raw.xrange(stream)}
 
 
-async def test_unacknowledged_and_undelivered_entries_survive_trimming(
+async def test_streams_hold_exactly_the_undelivered_entries(
     redis_server: RedisServer, raw: Redis
 ) -> None:
     clock = _Clock()
@@ -54,40 +54,70 @@ async def test_unacknowledged_and_undelivered_entries_survive_trimming(
         await enqueue(store, *low, *high)
         s0, s5 = f"{prefix}:{{q:default}}:s:0", f"{prefix}:{{q:default}}:s:5"
 
-        # The oldest high job runs with a short lease, which expires: reclaimed, its
-        # entry stays in the pending list (the same entry, not a new one).
+        # The oldest high job runs with a short lease: its entry goes with the read.
         (a,) = await store.fetch(["default"], "w1", 1, 1.0)
         assert a.id == high[0].id
+        assert await _entries(raw, s5) == {j.id for j in high[1:]}
+        assert await _entries(raw, s0) == {j.id for j in low}
+
+        # Its lease expires: reclaimed from the lease, no stream entry needed.
         clock.now += 5
         (again,) = await store.fetch(["default"], "w2", 1, 30.0)
         assert (again.id, again.attempts) == (a.id, 2)
-        # Two more leased: the other high job and the oldest low one.
         b, c = await store.fetch(["default"], "w2", 2, 30.0)
         assert (b.id, c.id) == (high[1].id, high[2].id)
+        assert await raw.xlen(s5) == 0
         (d,) = await store.fetch(["default"], "w2", 1, 30.0)
         assert d.id == low[0].id
-
-        # Finishing the younger ones trims nothing the reclaimed job or the waiting
-        # low jobs need.
-        assert await store.complete([done(b, "w2"), done(c, "w2"), done(d, "w2")]) == [True] * 3
-        assert a.id in await _entries(raw, s5)
-        assert await _entries(raw, s0) == {j.id for j in low[1:]}
-        assert (await raw.xpending(s5, "conveyor"))["pending"] == 1
-
-        # The reclaimed job finishes: its stream holds nothing any more.
-        assert await store.complete([done(again, "w2")]) == [True]
-        assert await raw.xlen(s5) == 0
         assert await _entries(raw, s0) == {j.id for j in low[1:]}
 
-        # The rest are delivered and finished in two batches, oldest still running.
-        e, f = await store.fetch(["default"], "w2", 2, 30.0)
-        assert await store.complete([done(f, "w2")]) == [True]
-        assert e.id in await _entries(raw, s0)
-        (g,) = await store.fetch(["default"], "w2", 1, 30.0)
-        assert await _entries(raw, s0) >= {e.id, g.id}
-        assert await store.complete([done(e, "w2"), done(g, "w2")]) == [True, True]
+        # Outcomes change nothing in the streams; the stale worker is fenced.
+        assert await store.complete([done(a, "w1")]) == [False]
+        assert await store.complete([done(again, "w2"), done(b, "w2"), done(c, "w2")]) == [True] * 3
+        assert await store.complete([done(d, "w2")]) == [True]
+        assert await _entries(raw, s0) == {j.id for j in low[1:]}
+        rest = await store.fetch(["default"], "w2", 10, 30.0)
+        assert [j.id for j in rest] == [j.id for j in low[1:]]
         assert await raw.xlen(s0) == 0
-        assert (await raw.xpending(s0, "conveyor"))["pending"] == 0
+        for stream in (s0, s5):
+            assert (await raw.xpending(stream, "conveyor"))["pending"] == 0
+    finally:
+        await store.aclose()
+
+
+async def test_expired_fetch_lease_beyond_the_reclaim_share_goes_back_to_its_stream(
+    redis_server: RedisServer, raw: Redis
+) -> None:
+    clock = _Clock()
+    prefix = "r-" + uuid.uuid4().hex[:10]
+    store = RedisBackend(f"{redis_server.url}?prefix={prefix}", clock=clock)
+    await store.open()
+    leases = f"{prefix}:{{q:default}}:leases"
+    try:
+        jobs = [make_job() for _ in range(5)]
+        await enqueue(store, *jobs)
+        first = await store.fetch(["default"], "w1", 5, 1.0)
+        assert len(first) == 5
+        (token,) = await raw.zrange(leases, 0, -1)  # one lease for the whole fetch
+        assert await raw.scard(f"{leases}:{token}") == 5
+
+        # The worker died. Another with two free slots takes two; the other three are
+        # pending again, in their stream, and counted as such.
+        clock.now += 5
+        two = await store.fetch(["default"], "w2", 2, 30.0)
+        assert [(j.attempts, j.lease_owner) for j in two] == [(2, "w2")] * 2
+        assert await raw.exists(f"{leases}:{token}") == 0
+        (stats,) = await store.queue_stats()
+        assert (stats.pending, stats.running) == (3, 2)
+        rest = await store.fetch(["default"], "w3", 10, 30.0)
+        assert sorted(j.id for j in two + rest) == sorted(j.id for j in jobs)
+        assert [j.attempts for j in rest] == [2, 2, 2]
+
+        # w1's outcomes are refused; the new holders' are applied.
+        assert await store.complete([done(j, "w1") for j in first]) == [False] * 5
+        outcomes = [done(j, "w2") for j in two] + [done(j, "w3") for j in rest]
+        assert await store.complete(outcomes) == [True] * 5
+        assert await raw.zcard(leases) == 0
     finally:
         await store.aclose()
 

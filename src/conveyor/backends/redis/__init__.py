@@ -7,16 +7,19 @@ cluster slot and different queues spread over a cluster. With the default prefix
 ``conveyor``:
 
 ``conveyor:{q:NAME}:s:P``         work stream of priority level ``P`` (entries ``j=<job id>``),
-                                   consumer group ``conveyor``; trimmed (XTRIM MINID) only
-                                   below its oldest unacknowledged or undelivered entry
+                                   consumer group ``conveyor`` read with NOACK; each read
+                                   trims (XTRIM MINID) what it delivered, so a stream holds
+                                   exactly the entries not delivered yet
 ``conveyor:{q:NAME}:prios``       zset of the queue's priority levels
 ``conveyor:{q:NAME}:job:ID``      hash: the job's record (fields in ``scripts/lib.lua``);
                                    gets a TTL (result retention) once finished
 ``conveyor:{q:NAME}:delayed``     zset id -> run_at: delayed jobs and retry backoff
-``conveyor:{q:NAME}:leases``      zset id -> lease deadline: running jobs
+``conveyor:{q:NAME}:leases``      zset lease token -> deadline, one token per fetch call;
+``conveyor:{q:NAME}:leases:T``    set of the ids leased under token ``T`` (running jobs);
+                                   ``:leases:next`` counts tokens
 ``conveyor:{q:NAME}:i:STATUS``    lex zsets of ids (``pending``, ``completed``, ``failed`` -
                                    the dead-letter set - and ``cancelled``; running jobs are
-                                   the lease zset) for newest-first listings with a cursor
+                                   the lease sets) for newest-first listings with a cursor
 ``conveyor:{q:NAME}:idem:KEY``    ``job id|expires_at`` (SET NX semantics inside the enqueue
                                    script, with a PX TTL)
 ``conveyor:{q:NAME}:wake``        a one-entry stream idle workers block on (XREAD BLOCK)
@@ -67,31 +70,35 @@ are run with EVALSHA (loaded at ``open``, reloaded on NOSCRIPT).
 - enqueue (batch): one pipeline: ``SET`` route per job + one ``enqueue`` call per queue
   (HSET and XADD per job, SET for an idempotency key; one variadic ZADD to the pending
   index and one event-feed XADD for the batch).
-- fetch (batch): one ``fetch`` call: expired leases first (``attempts + 1``, or moved to
-  ``failed`` with reason ``lease_expired`` past the retry budget), due delayed jobs
-  promoted, then ``XREADGROUP COUNT n`` per priority level; each job: HGETALL, HSET;
-  then one variadic ZADD (leases) and ZREM (pending index) and one event XADD for the
-  batch. Fetching several queues first runs ``probe`` per queue (one pipeline) to split
-  the batch by priority across queues.
+- fetch (batch): one ``fetch`` call: jobs of expired lease tokens first (``attempts +
+  1``, moved to ``failed`` with reason ``lease_expired`` past the retry budget, or back
+  to their stream beyond the call's share), due delayed jobs promoted, then
+  ``XREADGROUP COUNT n NOACK`` per priority level and one ``XTRIM MINID`` past the last
+  entry read; each job: HMGET of the fields a worker needs, HSET (the lease); then one
+  INCR (the new token), SADD and ZADD (the lease), ZREM (pending index) and one event
+  XADD for the batch. Fetching several queues first runs ``probe`` per queue (one
+  pipeline) to split the batch by priority across queues.
 - complete (batch): one ``complete`` call per queue, the outcomes packed in one JSON
-  argument, each fenced by status + owner + attempt: HMGET, HSET, PEXPIRE per job; one
-  variadic ZREM (leases), XACK per stream and ZADD per index, one event XADD; then per
-  stream touched, one ``XTRIM MINID`` up to the oldest entry still needed: the oldest
-  of the group's pending list, else the first after its last-delivered id (so only
-  acknowledged entries go).
+  argument, fenced by one SMISMEMBER per lease token (an outcome sent without a token,
+  by a process that did not fetch the job, is fenced by the record's status + owner +
+  attempt: one HMGET); HSET and PEXPIRE per job; one SREM per token, ZADD per index
+  and one event XADD.
 - purge: reads the finished indexes oldest id first (UUIDv7 ids sort by creation time)
   up to the ids created by the cutoff, deleting records finished before it and the
   index entries of records already expired (TTL); no per-job completion-time zset.
-- renew (batch): one ``renew`` call per queue: a lease zset ZADD + HSET per job.
+- renew (batch): one ``renew`` call per queue: HMGET + HSET per job, one ZADD per token.
 
 Time is the store's: scripts read Redis ``TIME`` unless the backend was built with
 ``clock=`` (tests), whose time is passed in ARGV. ``XREAD BLOCK`` timeouts are coarse
 in Redis (checked every 1/hz s), so due times are timed locally.
 
 Lease expiry is judged from the lease zset (deadlines), not from PEL idle time, so
-reclaiming honours the store clock and renewal is one ZADD; the PEL keeps each entry
-until its outcome is stored (XACK in the same script; the entry itself is removed by the
-batch's XTRIM MINID, which never passes an unacknowledged entry).
+reclaiming honours the store clock. The pending list is not used at all: the script
+that reads an entry leases its job in the same atomic step, so once read, an entry
+has done its work (the job's lease, not the entry, brings it back if its worker dies),
+and NOACK spares the server a pending-list entry, its replication (an XCLAIM per entry
+in the AOF) and an XACK per job. Nothing is trimmed that was not delivered: MINID stops
+just past the last entry the same call read.
 
 Cluster: add ``?cluster=1`` to the URL to use ``redis.asyncio.cluster.RedisCluster``.
 

@@ -13,8 +13,8 @@ from conveyor.backends.redis._keys import GlobalKeys, QueueKeys, RedisOptions, p
 from conveyor.backends.redis._scripts import Arg, Script, run_pipeline
 from conveyor.errors import BackendUnavailableError
 
-#: The consumer group of every work stream, and its one consumer: who holds a job is
-#: recorded on the job (owner + attempt), the PEL only keeps the entry until XACK.
+#: The consumer group of every work stream, and its one consumer. Streams are read with
+#: NOACK: who holds a job is its lease (token, owner, attempt), not the pending list.
 GROUP = "conveyor"
 CONSUMER = "conveyor"
 
@@ -27,6 +27,10 @@ _routes_lock = threading.Lock()
 # renews jobs the worker's instance fetched without a lookup round trip.
 _ROUTES: dict[str, dict[str, Route]] = {}
 _QUEUES_SEEN: dict[str, set[str]] = {}
+# Per store: job id -> (owner, attempt, lease token, task type) of the attempts this
+# process fetched last, so their outcomes are fenced by token without reading records.
+Held = tuple[str, int, str, str]
+_HELD: dict[str, dict[str, Held]] = {}
 
 
 class RedisBase:
@@ -47,6 +51,7 @@ class RedisBase:
         with _routes_lock:
             self._routes = _ROUTES.setdefault(store, {})
             self._seen = _QUEUES_SEEN.setdefault(store, set())
+            self._held = _HELD.setdefault(store, {})
 
     # -- plumbing --------------------------------------------------------------------
     @property
@@ -94,6 +99,12 @@ class RedisBase:
     def _forget(self, job_ids: Iterable[str]) -> None:
         for job_id in job_ids:
             self._routes.pop(job_id, None)
+
+    def _hold(self, job_id: str, held: Held) -> None:
+        if len(self._held) >= _MAX_ROUTES:
+            with _routes_lock:
+                self._held.clear()  # outcomes without a token are fenced by the record
+        self._held[job_id] = held
 
     async def _resolve(self, job_ids: Iterable[str]) -> dict[str, Route]:
         """Routes of jobs; unknown ids (never stored, or purged) are left out."""

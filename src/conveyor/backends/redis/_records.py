@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from conveyor.backends.base import Event, JobFilter, JobPage, QueueStats
-from conveyor.backends.redis._base import GROUP, Call, RedisBase
+from conveyor.backends.redis._base import Call, RedisBase
 from conveyor.backends.redis._codec import events_from_entry, job_from_hash, pairs, parse_event_id
 from conveyor.backends.redis._connect import guarded
 from conveyor.backends.redis._scripts import SCRIPTS, Arg
@@ -96,9 +96,12 @@ class RecordsMixin(RedisBase):
             if status is None or status is state
         ]
         if status is None or status is JobStatus.RUNNING:
-            # Running jobs are the members of the lease set (scored by deadline, not
-            # id); there are never more of them than jobs in flight.
-            ids = sorted(await self.client.zrange(k.leases, 0, -1), reverse=True)
+            # Running jobs are the members of the lease tokens' sets; there are never
+            # more of them than jobs in flight.
+            pipe = self.client.pipeline(transaction=False)
+            for token in await self.client.zrange(k.leases, 0, -1):
+                pipe.smembers(f"{k.leases}:{token}")
+            ids = sorted((i for members in await pipe.execute() for i in members), reverse=True)
             if cursor is not None:
                 ids = [i for i in ids if i < cursor]
             sources.append(_Source(queue, k.leases, upper, ids, exhausted=True))
@@ -133,7 +136,7 @@ class RecordsMixin(RedisBase):
         k = self.keys(route[0])
         keys = [k.job(job_id), k.leases, k.delayed, k.pending, k.cancelled, k.events]
         keys.append(k.stream(route[1]))
-        args: list[Arg] = [self._now_arg(), job_id, GROUP, self._ttl_ms()]
+        args: list[Arg] = [self._now_arg(), job_id, self._ttl_ms()]
         return self._answer(job_id, await SCRIPTS["cancel"](self.client, keys, args), "cancel")
 
     @guarded

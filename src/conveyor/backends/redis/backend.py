@@ -303,13 +303,31 @@ class RedisBackend(
         answers = await self._run_per_queue(list(plan), build)
         leased: list[tuple[tuple[int, int, str], Job]] = []
         dead: list[tuple[str, str]] = []
-        for queue, (_, now_s, outs, dead_ids, deadline_s) in answers.items():
-            for job_id, flat in outs:
-                fields = pairs(flat)  # as before the lease: apply what the script set
-                fields.update(s="running", sa=now_s, o=worker_id, l=deadline_s)
-                fields["a"] = str(int(fields.get("a", 0)) + 1)
+        for queue, (_, now_s, outs, dead_ids, deadline_s, token) in answers.items():
+            for job_id, prio, entry, attempts, *rest in outs:
+                task_type, static, retries, created, run_at, progress, error, webhook = rest
+                # Read before the lease: apply what the script set.
+                fields = {
+                    "t": task_type,
+                    "q": queue,
+                    "pr": prio,
+                    "m": retries,
+                    "d": static,
+                    "ca": created,
+                    "r": run_at,
+                    "s": "running",
+                    "a": str(int(attempts) + 1),
+                    "sa": now_s,
+                    "o": worker_id,
+                    "l": deadline_s,
+                    "x": entry,
+                    "p": progress,
+                    "e": error,
+                    "wh": webhook,
+                }
                 job = job_from_hash(job_id, fields)
                 self._remember(job_id, (queue, job.priority))
+                self._hold(job_id, (worker_id, job.attempts, token, job.type))
                 leased.append(((-job.priority, _entry_ms(fields.get("x", "")), job_id), job))
             dead += [(job_id, queue) for job_id in dead_ids]
         if dead:  # dead-lettered foreign entries: make their records reachable by id
@@ -448,6 +466,10 @@ class RedisBackend(
         for idx, answer in zip(by_queue.values(), await self._run(calls), strict=True):
             for i, flag in zip(idx, answer, strict=True):
                 flags[i] = bool(flag)
+        for o in outcomes:  # answered: that attempt is over either way
+            held = self._held.get(o.job_id)
+            if held is not None and held[:2] == (o.worker_id, o.attempt):
+                del self._held[o.job_id]
         self._forget(
             o.job_id
             for o, ok in zip(outcomes, flags, strict=True)
@@ -461,6 +483,7 @@ class RedisBackend(
         k = self.keys(queue)
         keys = [k.leases, k.delayed, k.pending, k.completed, k.failed, k.events, k.wake]
         index: dict[str, int] = {}
+        no_token = ("", -1, "", "")
 
         def key_index(key: str) -> int:
             if key not in index:
@@ -475,6 +498,11 @@ class RedisBackend(
             result = "null"
             if o.kind is OutcomeKind.COMPLETED:
                 result = dumps(o.result, what=f"result of job {o.job_id}").decode()
+            # The token of the attempt this process fetched, if this outcome is about it
+            # (another attempt's outcome is fenced by the record).
+            owner, attempt, token, task_type = self._held.get(o.job_id, no_token)
+            if (owner, attempt) != (o.worker_id, o.attempt):
+                token = task_type = ""
             packed.append(
                 [
                     o.job_id,
@@ -485,9 +513,11 @@ class RedisBackend(
                     result,
                     dumps(o.error).decode(),
                     "" if o.retry_at is None else time_arg(o.retry_at),
+                    token,
+                    task_type,
                 ]
             )
-        args: list[Arg] = [now_arg, GROUP, self._ttl_ms(), k.job_prefix, dumps(packed).decode()]
+        args: list[Arg] = [now_arg, self._ttl_ms(), k.job_prefix, queue, dumps(packed).decode()]
         return SCRIPTS["complete"], keys, args
 
     @guarded

@@ -8,8 +8,9 @@
 --       8 finished ttl (ms), 9 lease-expired error (attempts written 987654321),
 --       10 reclaim cap (-1: limit), 11 promote cap, 12 queue, 13 number of levels, then per level ascending:
 --       (priority, stream key index, quota (-1: no quota)).
--- Returns {'STALE', levels} or {'OK', now, {{id, fields before the lease}...},
--- dead-lettered ids, lease deadline}.
+-- Returns {'STALE', levels} or {'OK', now, {{id, priority, then the fields READ before
+-- the lease}...}, dead-lettered ids, lease deadline, lease token ('' when nothing was
+-- leased)}.
 -- Job keys are derived from the prefix (ids come from the stream); they carry the
 -- queue's hash tag, so they live in the slot of every declared key.
 local now, now_s = clock(ARGV[1])
@@ -18,7 +19,7 @@ local limit, lease, ttl_ms = tonumber(ARGV[6]), tonumber(ARGV[7]), ARGV[8]
 local template, reclaim_cap, promote_cap = ARGV[9], tonumber(ARGV[10]), ARGV[11]
 local queue, nlevels = ARGV[12], tonumber(ARGV[13])
 if redis.call('HGET', KEYS[7], 'paused') == '1' then
-  return {'OK', now_s, {}, {}, fmt(now)}
+  return {'OK', now_s, {}, {}, fmt(now), ''}
 end
 local declared, streams, levels = {}, {}, {}
 for i = 0, nlevels - 1 do
@@ -35,64 +36,74 @@ local leases, events = KEYS[3], KEYS[6]
 local deadline = now + lease
 local deadline_s = fmt(deadline)
 local out, dead = {}, {}
--- New entries' lease additions and pending-index removals, batched at the end.
-local leased, unpended = {}, {}
+-- This call's lease token (taken on the first job leased), the ids leased under it and
+-- the pending-index removals, all written at the end.
+local token, leased, unpended = nil, {}, {}
 
-local function finish(key, id, stream, entry, index)
-  redis.call('HDEL', key, 'o', 'l', 'x')
-  ack(stream, group, entry)
+local function finish(key, id, index)
+  redis.call('HDEL', key, 'o', 'l', 'k', 'x')
   redis.call('ZADD', index, 0, id)
   redis.call('PEXPIRE', key, ttl_ms)
 end
 
 local owner_json = ',"workerId":' .. cjson.encode(owner) .. '}'
 
--- Leases one job; `fields` is its HGETALL from before, which the client updates with
--- the lease (status, attempts, started, owner, deadline) instead of reading it again.
--- `batched`: the lease zset addition waits for the end of the script (not for
--- reclaimed jobs: the reclaim loop reads the lease zset again).
-local function take(key, id, fields, attempts, batched)
-  local attempt = tonumber(attempts) + 1
+-- What a worker needs of a job's record, read once when it is leased: fields 1-2 check
+-- that a stream entry is still the job's, the rest go back to the client, which applies
+-- the lease itself (status, attempts + 1, started, owner, deadline, token) instead of
+-- reading the record again. (Fewer fields than HGETALL: every value read is converted
+-- into Lua and back, the main cost of a fetch.)
+local READ = {'s', 'x', 'a', 't', 'd', 'm', 'ca', 'r', 'p', 'e', 'wh'}
+
+local function read(key)
+  return redis.call('HMGET', key, unpack(READ))
+end
+
+-- Leases one job, given `f` = read(key) and its priority.
+local function take(key, id, f, prio)
+  if not token then
+    token = tostring(redis.call('INCR', lease_set(leases, 'next')))
+  end
+  local attempt = tonumber(f[3] or '0') + 1
   redis.call('HSET', key, 'a', attempt, 's', 'running', 'sa', now_s, 'o', owner,
-    'l', deadline_s)
-  if batched then
-    leased[#leased + 1] = deadline
-    leased[#leased + 1] = id
-  else
-    redis.call('ZADD', leases, deadline, id)
-  end
+    'l', deadline_s, 'k', token)
+  leased[#leased + 1] = id
   emit(events, now_s, 'job_started', id, '{"attempt":' .. attempt .. owner_json)
-  out[#out + 1] = {id, fields}
+  out[#out + 1] = {id, prio, f[2] or '', f[3] or '0', f[4] or '', f[5] or '', f[6] or '0',
+    f[7] or '', f[8] or '', f[9] or '0', f[10] or '', f[11] or ''}
 end
 
-local function field(fields, name)
-  for i = 1, #fields, 2 do
-    if fields[i] == name then return fields[i + 1] end
-  end
-  return nil
-end
-
--- 1. Jobs whose worker died.
+-- 1. Jobs whose worker died: every job still running under an expired token is leased
+-- again (attempts + 1), dead-lettered when over its retry budget, or - past this call's
+-- share - sent back to its stream (where the next fetch, of any worker, finds it).
 local reclaim = limit
 if reclaim_cap >= 0 and reclaim_cap < reclaim then reclaim = reclaim_cap end
 while reclaim > 0 do
-  local expired = redis.call('ZRANGEBYSCORE', leases, '-inf', now, 'LIMIT', 0, reclaim)
+  local expired = redis.call('ZRANGEBYSCORE', leases, '-inf', now, 'LIMIT', 0, 1)
   if #expired == 0 then break end
-  for _, id in ipairs(expired) do
+  local old = expired[1]
+  local set = lease_set(leases, old)
+  local ids = redis.call('SMEMBERS', set)
+  redis.call('DEL', set)
+  redis.call('ZREM', leases, old)
+  for _, id in ipairs(ids) do
     local key = prefix .. id
-    local f = redis.call('HMGET', key, 's', 'a', 'm', 'x', 'pr')
-    if f[1] ~= 'running' then
-      redis.call('ZREM', leases, id)
-    elseif tonumber(f[2]) > tonumber(f[3]) then
-      -- Poison: it killed its worker more often than its retries allow.
-      redis.call('ZREM', leases, id)
-      local err = string.gsub(template, '987654321', f[2])
-      redis.call('HSET', key, 's', 'failed', 'e', err, 'c', now_s)
-      finish(key, id, streams[f[5]], f[4], KEYS[5])
-      emit(events, now_s, 'job_failed', id, '{"error":' .. err .. '}')
-    else
-      take(key, id, redis.call('HGETALL', key), f[2])
-      reclaim = reclaim - 1
+    local f = redis.call('HMGET', key, 's', 'a', 'm', 'pr', 'k')
+    if f[1] == 'running' and f[5] == old then
+      if tonumber(f[2]) > tonumber(f[3]) then
+        -- Poison: it killed its worker more often than its retries allow.
+        local err = string.gsub(template, '987654321', f[2])
+        redis.call('HSET', key, 's', 'failed', 'e', err, 'c', now_s)
+        finish(key, id, KEYS[5])
+        emit(events, now_s, 'job_failed', id, '{"error":' .. err .. '}')
+      elseif reclaim > 0 then
+        take(key, id, read(key), f[4])
+        reclaim = reclaim - 1
+      elseif streams[f[4]] then
+        redis.call('HDEL', key, 'o', 'l', 'k')
+        redis.call('HSET', key, 's', 'pending', 'x', redis.call('XADD', streams[f[4]], '*', 'j', id))
+        redis.call('ZADD', KEYS[4], 0, id)
+      end
     end
   end
 end
@@ -123,22 +134,22 @@ local function dead_letter(stream, entry, fields)
   local key = prefix .. id
   redis.call('HSET', key, 't', '<undecodable>', 'q', queue, 'pr', '0', 'm', '0', 'd', '{}',
     'ca', now_s, 'r', now_s, 's', 'failed', 'a', '1', 'p', '0', 'c', now_s, 'e', err)
-  finish(key, id, stream, entry, KEYS[5])
+  finish(key, id, KEYS[5])
   emit(events, now_s, 'job_failed', id, '{"error":' .. err .. '}')
   dead[#dead + 1] = id
 end
 
 for li = #levels, 1, -1 do
-  local stream, quota = levels[li][1], levels[li][2]
+  local stream, quota, prio = levels[li][1], levels[li][2], levels[li][3]
   while #out < limit and quota ~= 0 do
     local want = limit - #out
     if quota > 0 and quota < want then want = quota end
-    local res = redis.pcall('XREADGROUP', 'GROUP', group, consumer, 'COUNT', want,
+    local res = redis.pcall('XREADGROUP', 'GROUP', group, consumer, 'COUNT', want, 'NOACK',
       'STREAMS', stream, '>')
     if type(res) == 'table' and res.err then
       -- The stream or its group was removed by hand: recreate and read from the start.
       redis.pcall('XGROUP', 'CREATE', stream, group, '0', 'MKSTREAM')
-      res = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', want,
+      res = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', want, 'NOACK',
         'STREAMS', stream, '>')
     end
     if not res then break end
@@ -147,21 +158,25 @@ for li = #levels, 1, -1 do
       local entry, fields = e[1], e[2]
       local id = nil
       if #fields == 2 and fields[1] == 'j' then id = fields[2] end
-      local rec = id and redis.call('HGETALL', prefix .. id)
-      if not rec or #rec == 0 then
+      local f = id and read(prefix .. id)
+      if not f or not f[1] then
         dead_letter(stream, entry, fields)
-      elseif field(rec, 's') ~= 'pending' or field(rec, 'x') ~= entry then
-        ack(stream, group, entry)  -- stale: the job was cancelled or requeued since
-      else
+      elseif f[1] == 'pending' and f[2] == entry then
         unpended[#unpended + 1] = id
-        take(prefix .. id, id, rec, field(rec, 'a'), true)
+        take(prefix .. id, id, f, prio)
         quota = quota - 1
-      end
+      end  -- else stale: the job was cancelled or requeued since
+    end
+    if #entries > 0 then
+      trim_read(stream, entries[#entries][1])
     end
     if #entries < want then break end
   end
 end
-each_chunk('ZADD', leases, leased)
+if token then
+  each_chunk('SADD', lease_set(leases, token), leased)
+  redis.call('ZADD', leases, deadline, token)
+end
 each_chunk('ZREM', KEYS[4], unpended)
 flush_events()
-return {'OK', now_s, out, dead, deadline_s}
+return {'OK', now_s, out, dead, deadline_s, token or ''}

@@ -5,8 +5,8 @@
 --   repr); times computed here are written with microsecond precision.
 --   Job hash fields: t type, q queue, pr priority, m max retries, d static JSON,
 --   ca created, r run at, s status, a attempts, p progress, sa started, c completed,
---   res result JSON, e error JSON, o lease owner, l lease deadline, x stream entry id,
---   wh webhook delivery state JSON.
+--   res result JSON, e error JSON, o lease owner, l lease deadline, k lease token,
+--   x stream entry id, wh webhook delivery state JSON.
 local EVENT_RETENTION = __EVENT_RETENTION__
 
 local function clock(arg)
@@ -61,15 +61,6 @@ local function each_chunk(cmd, key, args)
   end
 end
 
-local function ack_all(stream, group, entries)
-  local n = #entries
-  for i = 1, n, 1000 do
-    local j = i + 999
-    if j > n then j = n end
-    redis.call('XACK', stream, group, unpack(entries, i, j))
-  end
-end
-
 local function wake(key)
   redis.call('XADD', key, 'MAXLEN', '1', '*', 'w', '1')
 end
@@ -114,46 +105,30 @@ local function promote(delayed, prefix, streams, now, cap)
   return #due
 end
 
-local function ack(stream, group, entry)
-  if stream and entry and entry ~= '' then
-    redis.call('XACK', stream, group, entry)
-    redis.call('XDEL', stream, entry)
+-- Work streams are read with NOACK: a job's lease, not the group's pending list, says
+-- who runs it, and the script that reads an entry also leases its job. So everything a
+-- read delivered can go at once: one XTRIM MINID just past the last entry read.
+local function trim_read(stream, last)
+  local ms, seq = string.match(last, '^(%d+)-(%d+)$')
+  if ms then
+    redis.call('XTRIM', stream, 'MINID', ms .. '-' .. string.format('%.0f', tonumber(seq) + 1))
   end
 end
 
-local function entry_id(s)
-  local ms, seq = string.match(s or '', '^(%d+)-(%d+)$')
-  if not ms then return nil end
-  return tonumber(ms), tonumber(seq)
+-- Leases are held per fetch call: a token (from the counter `<lease zset>:next`) scored
+-- by its deadline in the lease zset, and the set `<lease zset>:<token>` of the ids
+-- leased under it; the job's field `k` names its token. A batch then costs one ZADD
+-- and one SADD, and a batch of outcomes is fenced by one SMISMEMBER per token. Ids
+-- leave the set when their attempt ends (outcome, cancel, reclaim); an empty set's
+-- token leaves the zset.
+local function lease_set(leases, token)
+  return leases .. ':' .. token
 end
 
--- Remove a work stream's acknowledged entries in one command (instead of an XDEL per
--- job): everything below the oldest entry still needed, which is the oldest entry of
--- the group's pending list (delivered, not acknowledged) or, with an empty pending
--- list, the first entry after the group's last-delivered id (never delivered). Entries
--- below both were delivered and acknowledged. Nothing unacknowledged is ever removed;
--- without the group (removed by hand) nothing is removed at all.
-local function trim_acked(stream, group)
-  local info = redis.pcall('XINFO', 'GROUPS', stream)
-  if type(info) ~= 'table' or info.err then return end
-  local last = nil
-  for _, g in ipairs(info) do
-    local name, delivered = nil, nil
-    for k = 1, #g, 2 do
-      if g[k] == 'name' then name = g[k + 1] elseif g[k] == 'last-delivered-id' then
-        delivered = g[k + 1]
-      end
-    end
-    if name == group then last = delivered end
+local function unlease(leases, token, ids)
+  local set = lease_set(leases, token)
+  each_chunk('SREM', set, ids)
+  if redis.call('EXISTS', set) == 0 then
+    redis.call('ZREM', leases, token)
   end
-  local ms, seq = entry_id(last)
-  if not ms then return end
-  seq = seq + 1  -- the first id after the last delivered one
-  local pel = redis.call('XPENDING', stream, group)
-  if pel[1] > 0 then
-    local pms, pseq = entry_id(pel[2])
-    if not pms then return end
-    if pms < ms or (pms == ms and pseq < seq) then ms, seq = pms, pseq end
-  end
-  redis.call('XTRIM', stream, 'MINID', string.format('%.0f-%.0f', ms, seq))
 end

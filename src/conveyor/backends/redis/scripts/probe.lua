@@ -3,13 +3,13 @@
 -- KEYS: 1 prios, 2 delayed, 3 leases, 4 wake, 5 conf, then one stream key per level.
 -- A paused queue reports nothing to do (its idle workers block on the wake stream,
 -- which resuming writes to).
--- ARGV: 1 now, 2 job key prefix, 3 group, 4 promote cap, 5 number of levels, then
+-- ARGV: 1 now, 2 job key prefix, 3 group (unused), 4 promote cap, 5 number of levels, then
 --       (priority, stream key index) per level, ascending.
 -- Returns {'STALE', levels} or {'OK', now, expired leases, soonest delayed or '',
 -- soonest lease deadline or '', last wake id, {priority, waiting, first entry id,
 -- first job id}...}.
 local now, now_s = clock(ARGV[1])
-local prefix, group = ARGV[2], ARGV[3]
+local prefix = ARGV[2]
 local nlevels = tonumber(ARGV[5])
 local declared = {}
 for i = 0, nlevels - 1 do
@@ -29,7 +29,10 @@ if current then
 end
 local streams = level_map(6, nlevels)
 promote(KEYS[2], prefix, streams, now, tonumber(ARGV[4]))
-local expired = redis.call('ZCOUNT', KEYS[3], '-inf', now)
+local expired = 0
+for _, token in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now)) do
+  expired = expired + redis.call('SCARD', lease_set(KEYS[3], token))
+end
 local function first_score(key)
   local r = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
   if #r == 0 then return '' end
@@ -40,27 +43,11 @@ local levels = {}
 for i = 1, nlevels do
   local prio = declared[i]
   local stream = streams[prio]
-  local info = redis.pcall('XINFO', 'GROUPS', stream)
-  local pending, delivered, lag = 0, '0-0', nil
-  if type(info) == 'table' and not info.err then
-    for _, g in ipairs(info) do
-      local fields = {}
-      for k = 1, #g, 2 do fields[g[k]] = g[k + 1] end
-      if fields['name'] == group then
-        pending, delivered = fields['pending'], fields['last-delivered-id']
-        lag = fields['lag']
-      end
-    end
-  end
-  -- Entries not yet delivered: the group's lag. Redis cannot tell it (nil, read as
-  -- false) while a deleted entry lies past the last delivered one; then the length
-  -- minus the pending list, which counts acknowledged entries not trimmed yet too.
-  local waiting = lag
-  if type(waiting) ~= 'number' then
-    waiting = redis.call('XLEN', stream) - pending
-  end
+  -- Streams are trimmed past every entry read (NOACK reads), so what they hold has
+  -- not been delivered yet.
+  local waiting = redis.call('XLEN', stream)
   if waiting > 0 then
-    local head = redis.call('XRANGE', stream, '(' .. delivered, '+', 'COUNT', 1)
+    local head = redis.call('XRANGE', stream, '-', '+', 'COUNT', 1)
     local entry, job = '', ''
     if #head > 0 then
       entry = head[1][1]
