@@ -120,34 +120,85 @@ def parse_event_id(cursor: str) -> tuple[str, str | None]:
 def events_from_entry(
     entry_id: str, fields: dict[str, str], queue: str | None = None
 ) -> list[Event]:
-    """The events of one feed entry: a batch (fields ``a``, ``e``) or, written by older
-    versions, a single event (fields ``t``, ``j``, ``a``, ``d``)."""
+    """The events of one feed entry.
+
+    Entries come in these forms (``a`` is always the time):
+
+    - ``e``: a JSON array of ``[type, job id, data]``, one per event;
+    - ``C`` (the queue), ``j``: ``job_created`` events of ``[id, type]`` pairs;
+    - ``S`` (the worker), ``j``, ``n``: ``job_started`` events of the ids and attempts;
+    - ``O`` (the queue), ``o``, ``f``: the outcomes as the worker sent them (see
+      ``scripts/complete.lua``) and which of them applied, ``1`` or ``0`` each;
+    - ``t``, ``j``, ``d``: a single event (written by older versions).
+
+    Anything else (written by hand) shows as one ``unknown`` event, so it stays visible.
+    """
     at = _float(fields.get("a")) or 0.0
-    batch = fields.get("e")
-    if batch is None:
-        data = _json(fields.get("d"))
-        return [
-            Event(
-                id=event_id(entry_id, queue),
-                type=fields.get("t", "unknown"),
-                job_id=fields.get("j", ""),
-                at=at,
-                data=data if isinstance(data, dict) else {},
-            )
-        ]
-    items = _json(batch)
-    if not isinstance(items, list):  # written by hand: one placeholder keeps it visible
-        items = [["unknown", "", {}]]
-    out: list[Event] = []
-    for n, item in enumerate(items):
-        kind, job_id, data = item if isinstance(item, list) and len(item) == 3 else ("", "", {})
-        out.append(
-            Event(
-                id=event_id(entry_id, queue, n),
-                type=kind if isinstance(kind, str) and kind else "unknown",
-                job_id=job_id if isinstance(job_id, str) else "",
-                at=at,
-                data=data if isinstance(data, dict) else {},
-            )
+    try:
+        items = _items(fields)
+    except (TypeError, ValueError, IndexError, SerializationError):
+        items = [("unknown", "", {})]
+    return [
+        Event(
+            id=event_id(entry_id, queue, None if "t" in fields else n),
+            type=kind if isinstance(kind, str) and kind else "unknown",
+            job_id=job_id if isinstance(job_id, str) else "",
+            at=at,
+            data=data if isinstance(data, dict) else {},
         )
-    return out
+        for n, (kind, job_id, data) in enumerate(items)
+    ]
+
+
+_OUTCOME_EVENTS = {
+    "c": "job_completed",
+    "f": "job_failed",
+    "r": "job_retrying",
+    "x": "job_released",
+}
+
+
+def _items(fields: dict[str, str]) -> list[tuple[Any, Any, Any]]:
+    if "e" in fields:
+        batch = loads(fields["e"])
+        if not isinstance(batch, list):
+            raise ValueError("not a list of events")
+        return [
+            (item[0], item[1], item[2])
+            if isinstance(item, list) and len(item) == 3
+            else ("", "", {})
+            for item in batch
+        ]
+    if "S" in fields:
+        owner = fields["S"]
+        ids, attempts = loads(fields["j"]), loads(fields["n"])
+        return [
+            ("job_started", job_id, {"attempt": attempt, "workerId": owner})
+            for job_id, attempt in zip(ids, attempts, strict=True)
+        ]
+    if "C" in fields:
+        queue = fields["C"]
+        return [
+            ("job_created", job_id, {"queue": queue, "taskType": task_type})
+            for job_id, task_type in loads(fields["j"])
+        ]
+    if "O" in fields:
+        queue = fields["O"]
+        items: list[tuple[Any, Any, Any]] = []
+        for o, flag in zip(loads(fields["o"]), fields["f"], strict=True):
+            if flag != "1":
+                continue
+            job_id, _, _, attempt, kind, result, error, run_at, _, task_type = o
+            data: dict[str, Any] = {"attempt": int(attempt), "queue": queue, "taskType": task_type}
+            if kind == "c":
+                data["result"] = loads(result)
+            elif kind in ("f", "r"):
+                data["error"] = loads(error)
+            if kind == "r":
+                data["runAt"] = float(run_at) if run_at else None
+            items.append((_OUTCOME_EVENTS[kind], job_id, data))
+        return items
+    if "t" in fields:
+        data = _json(fields.get("d"))
+        return [(fields["t"], fields.get("j", ""), data)]
+    return [("unknown", "", {})]

@@ -254,6 +254,7 @@ class RedisBackend(
             len(prios),
             *level_args,
             dumps(per_job).decode(),
+            dumps([[job.id, job.type] for job in jobs]).decode(),
         ]
         return SCRIPTS["enqueue"], keys, args
 

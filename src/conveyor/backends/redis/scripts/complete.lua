@@ -10,13 +10,16 @@
 --       task type ("" when the sender does not know them).
 -- Job keys are derived from the prefix.
 -- Returns one flag (1 applied, 0 refused) per outcome.
+-- Events: one compact feed entry holding the outcomes as sent and the flags, unless an
+-- outcome applied without a token (its task type is read here, not sent): then one
+-- event each.
 local now, now_s = clock(ARGV[1])
 local ttl_ms, prefix, queue = ARGV[2], ARGV[3], ARGV[4]
 local leases, events = KEYS[1], KEYS[6]
 local outcomes = cjson.decode(ARGV[5])
 
 -- 1. Fencing. `held[i]` is the token outcome i's job is leased under, if it applies.
-local held, by_token = {}, {}
+local held, by_token, compact = {}, {}, true
 for i, o in ipairs(outcomes) do
   local token = o[9]
   if token ~= '' then
@@ -31,6 +34,7 @@ for i, o in ipairs(outcomes) do
     if f[1] == 'running' and f[2] == o[3] and f[3] == o[4] then
       held[i] = f[4] or ''
       o[10] = f[5] or ''
+      compact = false
     end
   end
 end
@@ -72,12 +76,15 @@ for i, o in ipairs(outcomes) do
       end
       ids[#ids + 1] = id
     end
-    local head = heads[o[10]]
-    if not head then
-      head = queue_json .. cjson.encode(o[10])
-      heads[o[10]] = head
+    local head = ''
+    if not compact then
+      head = heads[o[10]]
+      if not head then
+        head = queue_json .. cjson.encode(o[10])
+        heads[o[10]] = head
+      end
+      head = '{"attempt":' .. attempt .. head
     end
-    head = '{"attempt":' .. attempt .. head
     if kind == 'c' then
       -- Emptied rather than deleted: one command; empty reads as absent.
       redis.call('HSET', key, 's', 'completed', 'res', o[6], 'p', '100', 'c', now_s,
@@ -85,16 +92,20 @@ for i, o in ipairs(outcomes) do
       redis.call('PEXPIRE', key, ttl_ms)
       done_c[#done_c + 1] = 0
       done_c[#done_c + 1] = id
-      emit(events, now_s, 'job_completed', id, head .. ',"result":' .. o[6] .. '}')
+      if not compact then
+        emit(events, now_s, 'job_completed', id, head .. ',"result":' .. o[6] .. '}')
+      end
     elseif kind == 'f' then
       redis.call('HSET', key, 's', 'failed', 'e', o[7], 'c', now_s,
         'o', '', 'l', '', 'k', '', 'x', '')
       redis.call('PEXPIRE', key, ttl_ms)
       done_f[#done_f + 1] = 0
       done_f[#done_f + 1] = id
-      emit(events, now_s, 'job_failed', id, head .. ',"error":' .. o[7] .. '}')
+      if not compact then
+        emit(events, now_s, 'job_failed', id, head .. ',"error":' .. o[7] .. '}')
+      end
     else
-      local run_at, data = o[8], nil
+      local run_at, data = o[8], head .. '}'
       local a = attempt
       if kind == 'r' then
         redis.call('HSET', key, 'e', o[7])
@@ -105,7 +116,6 @@ for i, o in ipairs(outcomes) do
         a = tonumber(attempt) - 1
         if a < 0 then a = 0 end
         run_at = ''
-        data = head .. '}'
       end
       if run_at == '' then run_at = now_s end
       local entry = ''
@@ -118,9 +128,11 @@ for i, o in ipairs(outcomes) do
         'o', '', 'l', '', 'k', '')
       redis.call('ZADD', KEYS[3], 0, id)
       woke = true
-      local event = 'job_retrying'
-      if kind == 'x' then event = 'job_released' end
-      emit(events, now_s, event, id, data)
+      if not compact then
+        local event = 'job_retrying'
+        if kind == 'x' then event = 'job_released' end
+        emit(events, now_s, event, id, data)
+      end
     end
   end
 end
@@ -129,7 +141,15 @@ for token, ids in pairs(released) do
 end
 each_chunk('ZADD', KEYS[4], done_c)
 each_chunk('ZADD', KEYS[5], done_f)
-flush_events()
+if compact then
+  local n = 0
+  for _, flag in ipairs(flags) do n = n + flag end
+  if n > 0 then
+    add_entry(events, now_s, n, 'O', queue, 'o', ARGV[5], 'f', table.concat(flags))
+  end
+else
+  flush_events()
+end
 if woke then
   wake(KEYS[7])
 end

@@ -7,7 +7,8 @@
 --       7 mode ("" store, "check" only check the length), 8 number of levels,
 --       then (priority, stream key index) per level,
 --       then the jobs: one JSON array of 8 strings per job: id, priority, run_at,
---       created_at, type, max retries, static JSON, idempotency key index ("0": none).
+--       created_at, type, max retries, static JSON, idempotency key index ("0": none),
+--       then the jobs' [id, type] pairs as one JSON array (their `job_created` events).
 -- Job keys are derived from the prefix (they carry the queue's hash tag).
 -- Returns {now, {1 | {existing id, fields}} per job} or {'FULL', now} (nothing stored).
 local now, now_s = clock(ARGV[1])
@@ -15,6 +16,7 @@ local prefix, group, queue = ARGV[2], ARGV[3], ARGV[4]
 local ttl_s, ttl_ms = tonumber(ARGV[5]), ARGV[6]
 local nlevels = tonumber(ARGV[8])
 local batch = cjson.decode(ARGV[9 + 2 * nlevels])
+local created_json = ARGV[10 + 2 * nlevels]
 
 local function remembered(ikey)
   local v = redis.call('GET', KEYS[ikey])
@@ -62,8 +64,8 @@ end
 local out = {}
 local woke = false
 local indexed = {}  -- pending-index additions, one variadic ZADD at the end
-local queue_json = '{"queue":' .. cjson.encode(queue) .. ',"taskType":'
-for _, job in ipairs(batch) do
+local created = {}  -- positions of the jobs created (not idempotency hits)
+for i, job in ipairs(batch) do
   local id = job[1]
   local key = prefix .. id
   local prio, run_at, created_at = job[2], job[3], job[4]
@@ -92,13 +94,21 @@ for _, job in ipairs(batch) do
     if ikey > 0 then
       redis.call('SET', KEYS[ikey], id .. '|' .. fmt(now + ttl_s), 'PX', ttl_ms)
     end
-    emit(KEYS[4], now_s, 'job_created', id,
-      queue_json .. cjson.encode(job[5]) .. '}')
+    created[#created + 1] = i
     out[#out + 1] = 1
   end
 end
 each_chunk('ZADD', KEYS[3], indexed)
-flush_events()
+if #created > 0 then
+  if #created < #batch then
+    local pairs_ = {}
+    for _, i in ipairs(created) do
+      pairs_[#pairs_ + 1] = {batch[i][1], batch[i][5]}
+    end
+    created_json = cjson.encode(pairs_)
+  end
+  add_entry(KEYS[4], now_s, #created, 'C', queue, 'j', created_json)
+end
 if woke then
   wake(KEYS[5])
 end

@@ -38,15 +38,13 @@ local deadline_s = fmt(deadline)
 local out, dead = {}, {}
 -- This call's lease token (taken on the first job leased), the ids leased under it and
 -- the pending-index removals, all written at the end.
-local token, leased, unpended = nil, {}, {}
+local token, leased, attempts, unpended = nil, {}, {}, {}
 
 local function finish(key, id, index)
   redis.call('HDEL', key, 'o', 'l', 'k', 'x')
   redis.call('ZADD', index, 0, id)
   redis.call('PEXPIRE', key, ttl_ms)
 end
-
-local owner_json = ',"workerId":' .. cjson.encode(owner) .. '}'
 
 -- What a worker needs of a job's record, read once when it is leased: fields 1-2 check
 -- that a stream entry is still the job's, the rest go back to the client, which applies
@@ -68,7 +66,7 @@ local function take(key, id, f, prio)
   redis.call('HSET', key, 'a', attempt, 's', 'running', 'sa', now_s, 'o', owner,
     'l', deadline_s, 'k', token)
   leased[#leased + 1] = id
-  emit(events, now_s, 'job_started', id, '{"attempt":' .. attempt .. owner_json)
+  attempts[#attempts + 1] = attempt
   out[#out + 1] = {id, prio, f[2] or '', f[3] or '0', f[4] or '', f[5] or '', f[6] or '0',
     f[7] or '', f[8] or '', f[9] or '0', f[10] or '', f[11] or ''}
 end
@@ -176,6 +174,8 @@ end
 if token then
   each_chunk('SADD', lease_set(leases, token), leased)
   redis.call('ZADD', leases, deadline, token)
+  add_entry(events, now_s, #leased, 'S', owner, 'j', cjson.encode(leased),
+    'n', cjson.encode(attempts))
 end
 each_chunk('ZREM', KEYS[4], unpended)
 flush_events()

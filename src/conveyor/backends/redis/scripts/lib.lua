@@ -35,6 +35,14 @@ local function emit(events, now_s, kind, id, data)
   event_parts[#event_parts + 1] = '["' .. kind .. '",' .. cjson.encode(id) .. ',' .. data .. ']'
 end
 
+-- The hot paths (enqueue, fetch, complete) write a batch's events as one compact entry
+-- instead: what the reader needs to rebuild them (`_codec.events_from_entry`), mostly
+-- text the client sent anyway, so no per-event JSON is built here. `fields` follow `a`;
+-- `n` is the number of events it stands for.
+local function add_entry(key, now_s, n, ...)
+  redis.call('XADD', key, 'MAXLEN', '~', math.ceil(EVENT_RETENTION / n), '*', 'a', now_s, ...)
+end
+
 local function flush_events()
   local n = #event_parts
   local i = 1

@@ -1,0 +1,85 @@
+"""Feed entries of the Redis store, as the scripts write them, read back as events."""
+
+from __future__ import annotations
+
+import orjson
+
+from conveyor.backends.redis._codec import event_id, events_from_entry
+
+
+def _dump(value: object) -> str:
+    return orjson.dumps(value).decode()
+
+
+def test_compact_created_and_started_entries_expand_to_one_event_per_job() -> None:
+    created = events_from_entry(
+        "5-1", {"a": "1.5", "C": "mail", "j": _dump([["j1", "send"], ["j2", "bounce"]])}
+    )
+    assert [(e.id, e.type, e.job_id, e.at, e.data) for e in created] == [
+        (event_id("5-1", None, 0), "job_created", "j1", 1.5, {"queue": "mail", "taskType": "send"}),
+        (
+            event_id("5-1", None, 1),
+            "job_created",
+            "j2",
+            1.5,
+            {"queue": "mail", "taskType": "bounce"},
+        ),
+    ]
+    started = events_from_entry(
+        "6-0", {"a": "2", "S": "w1", "j": _dump(["j1", "j2"]), "n": _dump([1, 3])}
+    )
+    assert [(e.type, e.job_id, e.data) for e in started] == [
+        ("job_started", "j1", {"attempt": 1, "workerId": "w1"}),
+        ("job_started", "j2", {"attempt": 3, "workerId": "w1"}),
+    ]
+
+
+def test_outcome_entry_holds_only_the_outcomes_that_applied() -> None:
+    err = {"code": "TASK_FAILED", "message": "boom"}
+    outcomes = [
+        ["j1", "8", "w1", "1", "c", _dump({"n": 1}), "null", "", "7", "send"],
+        ["j2", "8", "w1", "2", "c", "null", "null", "", "7", "send"],  # refused
+        ["j3", "8", "w1", "1", "f", "null", _dump(err), "", "7", "send"],
+        ["j4", "8", "w1", "1", "r", "null", _dump(err), "12.5", "7", "send"],
+        ["j5", "8", "w1", "2", "r", "null", _dump(err), "", "7", "send"],
+        ["j6", "8", "w1", "3", "x", "null", "null", "", "7", "send"],
+    ]
+    events = events_from_entry(
+        "9-0", {"a": "3", "O": "mail", "o": _dump(outcomes), "f": "101111"}, "mail"
+    )
+    head = {"queue": "mail", "taskType": "send"}
+    assert [(e.id, e.type, e.job_id, e.data) for e in events] == [
+        (
+            event_id("9-0", "mail", 0),
+            "job_completed",
+            "j1",
+            {"attempt": 1, **head, "result": {"n": 1}},
+        ),
+        (event_id("9-0", "mail", 1), "job_failed", "j3", {"attempt": 1, **head, "error": err}),
+        (
+            event_id("9-0", "mail", 2),
+            "job_retrying",
+            "j4",
+            {"attempt": 1, **head, "error": err, "runAt": 12.5},
+        ),
+        (
+            event_id("9-0", "mail", 3),
+            "job_retrying",
+            "j5",
+            {"attempt": 2, **head, "error": err, "runAt": None},
+        ),
+        (event_id("9-0", "mail", 4), "job_released", "j6", {"attempt": 3, **head}),
+    ]
+
+
+def test_entries_written_by_hand_show_as_one_unknown_event() -> None:
+    for fields in (
+        {"a": "1", "e": "{not json"},
+        {"a": "1", "e": _dump({"a": 1})},
+        {"a": "1", "S": "w", "j": _dump(["j1"]), "n": _dump([1, 2])},
+        {"a": "1", "O": "q", "o": _dump([["too", "short"]]), "f": "1"},
+        {"a": "1", "C": "q", "j": "[[1]]"},
+        {"hello": "world"},
+    ):
+        (event,) = events_from_entry("1-0", fields)
+        assert (event.type, event.job_id, event.data) == ("unknown", "", {}), fields
