@@ -4,7 +4,6 @@ its history, and a look at the store's own bookkeeping."""
 from __future__ import annotations
 
 import asyncio
-import json
 import subprocess
 import time
 from collections.abc import Callable, Sequence
@@ -14,6 +13,7 @@ from typing import Any
 
 from redis import Redis
 
+from conveyor.backends.redis._codec import events_from_entry
 from conveyor.loader import load_app
 from tests.e2e.harness import HISTORY_APP, History, conveyor
 from tests.redis_server import RedisServer
@@ -165,17 +165,16 @@ class Cluster:
     def job(self, job_id: str) -> dict[str, Any]:
         """The raw record of a job (fields in ``scripts/lib.lua``: s status, a attempts)."""
         with self.raw() as r:
-            record: dict[str, Any] = r.hgetall(f"{PREFIX}:{{q:default}}:job:{job_id}")
+            record: dict[str, Any] = r.hgetall(f"{PREFIX}:job:{job_id}")
             return record
 
     def events(self, job_id: str) -> list[str]:
         """The types of the job's events in the feed, oldest first."""
         with self.raw() as r:
             entries = r.xrange(f"{PREFIX}:events")
-        # An entry holds one script call's events: ``e``, [[type, job id, data], ...].
         return [
-            kind
-            for _, fields in entries
-            for kind, job, _data in json.loads(fields["e"])
-            if job == job_id
+            event.type
+            for entry_id, fields in entries
+            for event in events_from_entry(entry_id, fields)
+            if event.job_id == job_id
         ]

@@ -166,7 +166,7 @@ async def test_keys_share_the_prefix_and_a_hash_tag_per_queue(
         tagged = [k for k in keys if "{" in k]
         assert {k.split("{", 1)[1].split("}", 1)[0] for k in tagged} == {"q:a", "q:b"}
         untagged = {k.split(":")[1] for k in keys if "{" not in k}
-        assert untagged <= {"queues", "jobq", "events"}
+        assert untagged <= {"queues", "job", "events"}  # no route per job
         # Finished records expire on their own; so do idempotency keys.
         for job in jobs:
             assert await raw.pttl(backend.keys(job.queue).job(job.id)) > 0
@@ -175,7 +175,7 @@ async def test_keys_share_the_prefix_and_a_hash_tag_per_queue(
         await backend.aclose()
 
 
-async def test_purge_deletes_records_and_routes(redis_server: RedisServer, raw: Redis) -> None:
+async def test_purge_deletes_records(redis_server: RedisServer, raw: Redis) -> None:
     clock_offset = [0.0]
     import time
 
@@ -188,7 +188,7 @@ async def test_purge_deletes_records_and_routes(redis_server: RedisServer, raw: 
         await backend.complete([done(leased, "w")])
         clock_offset[0] = 120
         assert await backend.purge(result_ttl=60) == 1
-        assert not await raw.exists(backend._g.route(job.id))
+        assert not await raw.exists(backend.keys("default").job(job.id))
         assert await backend.get_job(job.id) is None
     finally:
         await backend.aclose()

@@ -136,7 +136,7 @@ async def test_purge_scans_past_recently_finished_old_jobs(
         await enqueue(store, old, young, gone)
         a, b, c = await store.fetch(["default"], "w", 3, 600.0)
         assert await store.complete([done(b, "w"), done(c, "w")]) == [True, True]
-        await raw.delete(base + "job:" + gone.id)  # as if its record's TTL ran out
+        await raw.delete(store.keys("default").job(gone.id))  # as if its TTL ran out
         await raw.zadd(base + "done", {"legacy": 1.0})  # left by an older version
         clock.now += 100
         assert await store.complete([done(a, "w")]) == [True]
@@ -146,7 +146,7 @@ async def test_purge_scans_past_recently_finished_old_jobs(
         assert await store.get_job(young.id) is None
         assert await store.get_job(old.id) is not None
         assert await raw.zrange(base + "i:completed", 0, -1) == [old.id]
-        assert await raw.exists(base + "done", f"{prefix}:jobq:{gone.id}") == 0
+        assert await raw.exists(base + "done") == 0
 
         clock.now += 61
         assert await store.purge(result_ttl=60) == 1

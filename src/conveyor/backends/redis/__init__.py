@@ -11,8 +11,9 @@ cluster slot and different queues spread over a cluster. With the default prefix
                                    trims (XTRIM MINID) what it delivered, so a stream holds
                                    exactly the entries not delivered yet
 ``conveyor:{q:NAME}:prios``       zset of the queue's priority levels
-``conveyor:{q:NAME}:job:ID``      hash: the job's record (fields in ``scripts/lib.lua``);
-                                   gets a TTL (result retention) once finished
+``conveyor:job:ID``               hash: the job's record (fields in ``scripts/lib.lua``);
+                                   gets a TTL (result retention) once finished; on a
+                                   cluster ``conveyor:{q:NAME}:job:ID``
 ``conveyor:{q:NAME}:delayed``     zset id -> run_at: delayed jobs and retry backoff
 ``conveyor:{q:NAME}:leases``      zset lease token -> deadline, one token per fetch call;
 ``conveyor:{q:NAME}:leases:T``    set of the ids leased under token ``T`` (running jobs);
@@ -29,8 +30,9 @@ cluster slot and different queues spread over a cluster. With the default prefix
 ``conveyor:{workers}:expiry``     zset worker id -> expiry (pruned by ``workers.lua``)
 ``conveyor:cursor:NAME``          a named event-feed position (webhook deliverer)
 ``conveyor:queues``               set of queue names
-``conveyor:jobq:ID``              ``priority:queue`` of a job, for calls that know only its
-                                   id (get, cancel, retry); deleted by ``purge``
+``conveyor:jobq:ID``              on a cluster only: ``priority:queue`` of a job, for calls
+                                   that know only its id (get, cancel, retry); deleted by
+                                   ``purge``. A single server finds the record by id.
 ``conveyor:events``               the event feed: one entry per script call holding that
                                    call's events (``a`` time, ``e`` JSON array of
                                    ``[type, job id, data]``; an event's id is the entry id
@@ -44,11 +46,11 @@ cluster slot and different queues spread over a cluster. With the default prefix
 
 Why this layout: a step that must be atomic (lease a job, store an outcome, check an
 idempotency key and create the job) is one Lua script, and on a cluster a script may
-only touch one slot. So everything such a step touches is tagged by queue, and the only
-global keys (queue set, routes, the event feed on a single server) are written next to
-the scripts in the same pipeline, or declared to them only on a single server. Routes
-are written before the enqueue script in the same pipeline, so a stored job always has
-one.
+only touch one slot. So on a cluster everything such a step touches is tagged by
+queue, and the only global keys (queue set, routes) are written next to the scripts in
+the same pipeline; routes are written before the enqueue script, so a stored job always
+has one. A single server has no slots: job records and the event feed are global there,
+so a record is found by its id alone, without a route to write per job.
 
 Consequences, by design:
 
@@ -58,7 +60,8 @@ Consequences, by design:
   discover inside the script (ids read from a stream or an index), those enqueue and
   complete are given ids for (packed with the rest of the batch in one JSON argument)
   and the existing job of an idempotency hit: those names are derived from the declared
-  prefix and carry the same hash tag, so they are always in the slot being served.
+  prefix and, on a cluster, carry the same hash tag, so they are always in the slot
+  being served.
 - On a cluster the event feed is one stream per queue, merged on read: order is exact
   within a queue, by time across queues.
 
@@ -67,7 +70,8 @@ Scripts and commands per job
 All scripts (``scripts/*.lua``, each prefixed with ``lib.lua``) handle whole batches and
 are run with EVALSHA (loaded at ``open``, reloaded on NOSCRIPT).
 
-- enqueue (batch): one pipeline: ``SET`` route per job + one ``enqueue`` call per queue
+- enqueue (batch): one pipeline: (on a cluster, ``SET`` route per job +) one ``enqueue``
+  call per queue
   (HSET and XADD per job, SET for an idempotency key; one variadic ZADD to the pending
   index and one event-feed XADD for the batch).
 - fetch (batch): one ``fetch`` call: jobs of expired lease tokens first (``attempts +

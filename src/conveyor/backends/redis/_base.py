@@ -77,8 +77,11 @@ class RedisBase:
     def keys(self, queue: str) -> QueueKeys:
         keys = self._queue_keys.get(queue)
         if keys is None:
-            events = None if self.cluster else self._g.events
-            keys = self._queue_keys[queue] = QueueKeys(self.options.prefix, queue, events)
+            if self.cluster:
+                keys = QueueKeys(self.options.prefix, queue)
+            else:
+                keys = QueueKeys(self.options.prefix, queue, self._g.events, self._g.jobs)
+            self._queue_keys[queue] = keys
         return keys
 
     async def _run(self, calls: Sequence[Call]) -> list[Any]:
@@ -117,12 +120,20 @@ class RedisBase:
             else:
                 found[job_id] = route
         if missing:
+            # A cluster keeps routes (records are keyed by queue); a single server finds
+            # the record by id and reads its queue and priority.
             pipe = self.client.pipeline(transaction=False)
             for job_id in missing:
-                pipe.get(self._g.route(job_id))
+                if self.cluster:
+                    pipe.get(self._g.route(job_id))
+                else:
+                    pipe.hmget(self._g.jobs + job_id, "pr", "q")
             for job_id, value in zip(missing, await pipe.execute(), strict=True):
-                if value:
-                    prio, _, queue = value.partition(":")
+                if self.cluster:
+                    prio, _, queue = (value or "").partition(":")
+                else:
+                    prio, queue = value
+                if prio and queue is not None and prio.lstrip("-").isdigit():
                     route = (queue, int(prio))
                     found[job_id] = route
                     self._remember(job_id, route)

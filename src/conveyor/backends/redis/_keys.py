@@ -71,6 +71,8 @@ class QueueKeys:
         queue: the queue's name.
         events: the event stream this queue's scripts append to (global on a single
             server, per queue on a cluster).
+        jobs: the prefix of job records' keys (global on a single server, so a job is
+            found by its id alone; per queue on a cluster).
     """
 
     __slots__ = (
@@ -91,7 +93,9 @@ class QueueKeys:
         "wake",
     )
 
-    def __init__(self, prefix: str, queue: str, events: str | None = None) -> None:
+    def __init__(
+        self, prefix: str, queue: str, events: str | None = None, jobs: str | None = None
+    ) -> None:
         base = f"{prefix}:{{q:{queue}}}:"
         self.queue = queue
         self.prios = base + "prios"
@@ -105,7 +109,7 @@ class QueueKeys:
         self.completed = base + "i:completed"
         self.failed = base + "i:failed"
         self.cancelled = base + "i:cancelled"
-        self.job_prefix = base + "job:"
+        self.job_prefix = jobs if jobs is not None else base + "job:"
         self.idem_prefix = base + "idem:"
         self.events = events if events is not None else base + "events"
 
@@ -140,5 +144,10 @@ class GlobalKeys:
         return f"{self.prefix}:cursor:{name}"
 
     def route(self, job_id: str) -> str:
-        """``priority:queue`` of a job, for callers that know only its id."""
+        """On a cluster: ``priority:queue`` of a job, for callers that know only its id."""
         return f"{self.prefix}:jobq:{job_id}"
+
+    @property
+    def jobs(self) -> str:
+        """On a single server: the prefix of every job record's key."""
+        return f"{self.prefix}:job:"

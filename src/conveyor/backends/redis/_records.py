@@ -161,7 +161,7 @@ class RecordsMixin(RedisBase):
 
     @guarded
     async def purge(self, result_ttl: float) -> int:
-        """Delete finished jobs older than ``result_ttl`` (and their routes).
+        """Delete finished jobs older than ``result_ttl`` (and, on a cluster, their routes).
 
         Records of finished jobs also carry a Redis TTL (the latest ``result_ttl`` seen
         here, else the URL's), so memory stays bounded even when nobody purges; this call
@@ -195,12 +195,12 @@ class RecordsMixin(RedisBase):
                 removed += ids
                 if any(resume):
                     again[queue] = list(resume)
-            if removed:
+            if removed and self.cluster:
                 pipe = self.client.pipeline(transaction=False)
                 for job_id in removed:
                     pipe.delete(self._g.route(job_id))
                 await pipe.execute()
-                self._forget(removed)
+            self._forget(removed)
             todo = again
         return deleted
 

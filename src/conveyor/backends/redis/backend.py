@@ -142,13 +142,11 @@ class RedisBackend(
                     raise QueueFullError(queue, QUEUE_FULL_RETRY_AFTER)
         calls = [self._enqueue_call(q, b, idempotency_ttl, now_arg) for q, b in batches.items()]
         pipe = self.client.pipeline(transaction=False)
-        # Before the scripts: a job is never stored without its route.
-        routes = {self._g.route(job.id): f"{job.priority}:{job.queue}" for job in jobs}
-        if self.cluster:  # routes spread over slots: one SET each
-            for key, value in routes.items():
-                pipe.set(key, value)
-        else:  # one MSET: per-command client overhead would dominate a large batch
-            pipe.mset(routes)
+        if self.cluster:
+            # Before the scripts: a job is never stored without its route. (Routes
+            # spread over slots: one SET each.)
+            for job in jobs:
+                pipe.set(self._g.route(job.id), f"{job.priority}:{job.queue}")
         new_queues = [q for q in by_queue if q not in self._seen]
         if new_queues:
             pipe.sadd(self._g.queues, *new_queues)
@@ -159,7 +157,7 @@ class RedisBackend(
             for script, keys, args in calls:
                 script.queue(pipe, keys, args)
             answers = await pipe.execute(raise_on_error=False)
-            extra = 1 + (1 if new_queues else 0)
+            extra = 1 if new_queues else 0
             for answer in answers[:extra]:
                 if isinstance(answer, Exception):
                     raise answer
@@ -190,7 +188,7 @@ class RedisBackend(
                 else:
                     unused.append(job.id)
                     results[i] = EnqueueResult(job_from_hash(out[0], pairs(out[1])), False)
-        if unused:  # idempotency hits: the routes written above lead nowhere
+        if unused and self.cluster:  # idempotency hits: the routes written lead nowhere
             await self._delete_each([self._g.route(i) for i in unused])
         return [r for r in results if r is not None]
 
@@ -211,7 +209,8 @@ class RedisBackend(
             with contextlib.suppress(ConveyorError):
                 await self.cancel(job_id)
         kept = set(stored)
-        await self._delete_each([self._g.route(job.id) for job in jobs if job.id not in kept])
+        if self.cluster:
+            await self._delete_each([self._g.route(job.id) for job in jobs if job.id not in kept])
         raise QueueFullError(queue, QUEUE_FULL_RETRY_AFTER)
 
     def _enqueue_call(
@@ -331,7 +330,7 @@ class RedisBackend(
                 self._hold(job_id, (worker_id, job.attempts, token, job.type))
                 leased.append(((-job.priority, _entry_ms(fields.get("x", "")), job_id), job))
             dead += [(job_id, queue) for job_id in dead_ids]
-        if dead:  # dead-lettered foreign entries: make their records reachable by id
+        if dead and self.cluster:  # dead-lettered foreign entries: routes to their records
             pipe = self.client.pipeline(transaction=False)
             for job_id, queue in dead:
                 pipe.set(self._g.route(job_id), f"0:{queue}")

@@ -9,7 +9,7 @@
 --       then the jobs: one JSON array of 8 strings per job: id, priority, run_at,
 --       created_at, type, max retries, static JSON, idempotency key index ("0": none),
 --       then the jobs' [id, type] pairs as one JSON array (their `job_created` events).
--- Job keys are derived from the prefix (they carry the queue's hash tag).
+-- Job keys are derived from the prefix (on a cluster, they carry the queue's hash tag).
 -- Returns {now, {1 | {existing id, fields}} per job} or {'FULL', now} (nothing stored).
 local now, now_s = clock(ARGV[1])
 local prefix, group, queue = ARGV[2], ARGV[3], ARGV[4]

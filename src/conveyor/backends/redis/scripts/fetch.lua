@@ -11,8 +11,8 @@
 -- Returns {'STALE', levels} or {'OK', now, {{id, priority, then the fields READ before
 -- the lease}...}, dead-lettered ids, lease deadline, lease token ('' when nothing was
 -- leased)}.
--- Job keys are derived from the prefix (ids come from the stream); they carry the
--- queue's hash tag, so they live in the slot of every declared key.
+-- Job keys are derived from the prefix (ids come from the stream); on a cluster they
+-- carry the queue's hash tag, so they live in the slot of every declared key.
 local now, now_s = clock(ARGV[1])
 local prefix, group, consumer, owner = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local limit, lease, ttl_ms = tonumber(ARGV[6]), tonumber(ARGV[7]), ARGV[8]
