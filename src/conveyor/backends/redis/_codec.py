@@ -56,6 +56,10 @@ def job_from_hash(job_id: str, h: dict[str, str]) -> Job:
     static = _json(h.get("d")) or {}
     if not isinstance(static, dict):
         static = {}
+    status = JobStatus(h.get("s", "pending"))
+    running = status is JobStatus.RUNNING  # lease fields of an ended attempt stay behind
+    created_at = float(h.get("ca", 0.0))
+    run_at = _float(h.get("r"))
     return Job(
         id=job_id,
         type=h.get("t", ""),
@@ -63,23 +67,23 @@ def job_from_hash(job_id: str, h: dict[str, str]) -> Job:
         kwargs=static.get("kwargs", {}),
         queue=h.get("q", ""),
         priority=int(h.get("pr", 0)),
-        status=JobStatus(h.get("s", "pending")),
-        progress=int(h.get("p", 0)),
+        status=status,
+        progress=int(h.get("p") or 0),
         result=_json(h.get("res")),
-        error=_json(h.get("e")),
-        attempts=int(h.get("a", 0)),
+        error=None if status is JobStatus.COMPLETED else _json(h.get("e")),
+        attempts=int(h.get("a") or 0),
         max_retries=int(h.get("m", 0)),
         timeout=static.get("timeout"),
-        created_at=float(h.get("ca", 0.0)),
-        run_at=float(h.get("r", 0.0)),
+        created_at=created_at,
+        run_at=created_at if run_at is None else run_at,
         started_at=_float(h.get("sa")),
         completed_at=_float(h.get("c")),
         idempotency_key=static.get("idem"),
         callback_url=static.get("cbu"),
         callback_secret=static.get("cbs"),
         webhook=_json(h.get("wh")) or static.get("wh"),  # `wh`: written by the deliverer
-        lease_owner=h.get("o") or None,
-        lease_expires_at=_float(h.get("l")),
+        lease_owner=(h.get("o") or None) if running else None,
+        lease_expires_at=_float(h.get("l")) if running else None,
     )
 
 

@@ -86,9 +86,9 @@ for i, o in ipairs(outcomes) do
       head = '{"attempt":' .. attempt .. head
     end
     if kind == 'c' then
-      -- Emptied rather than deleted: one command; empty reads as absent.
-      redis.call('HSET', key, 's', 'completed', 'res', o[6], 'p', '100', 'c', now_s,
-        'o', '', 'l', '', 'k', '', 'x', '', 'e', '')
+      -- Lease fields (o, l, k) and the entry id stay: they mean nothing once the job
+      -- is not running (the reader ignores them), and leaving them saves writes.
+      redis.call('HSET', key, 's', 'completed', 'res', o[6], 'p', '100', 'c', now_s)
       redis.call('PEXPIRE', key, ttl_ms)
       done_c[#done_c + 1] = 0
       done_c[#done_c + 1] = id
@@ -96,8 +96,7 @@ for i, o in ipairs(outcomes) do
         emit(events, now_s, 'job_completed', id, head .. ',"result":' .. o[6] .. '}')
       end
     elseif kind == 'f' then
-      redis.call('HSET', key, 's', 'failed', 'e', o[7], 'c', now_s,
-        'o', '', 'l', '', 'k', '', 'x', '')
+      redis.call('HSET', key, 's', 'failed', 'e', o[7], 'c', now_s)
       redis.call('PEXPIRE', key, ttl_ms)
       done_f[#done_f + 1] = 0
       done_f[#done_f + 1] = id
@@ -124,8 +123,7 @@ for i, o in ipairs(outcomes) do
       else
         entry = redis.call('XADD', KEYS[tonumber(o[2])], '*', 'j', id)
       end
-      redis.call('HSET', key, 's', 'pending', 'r', run_at, 'a', a, 'x', entry,
-        'o', '', 'l', '', 'k', '')
+      redis.call('HSET', key, 's', 'pending', 'r', run_at, 'a', a, 'x', entry)
       redis.call('ZADD', KEYS[3], 0, id)
       woke = true
       if not compact then

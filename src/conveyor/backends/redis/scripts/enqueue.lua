@@ -85,9 +85,14 @@ for i, job in ipairs(batch) do
     else
       entry = redis.call('XADD', streams[prio], '*', 'j', id)
     end
-    redis.call('HSET', key, 't', job[5], 'q', queue, 'pr', prio, 'm', job[6],
-      'd', job[7], 'ca', created_at, 'r', run_at, 's', 'pending', 'a', '0', 'p', '0',
-      'x', entry)
+    -- Absent fields read as their default: attempts and progress 0, run at creation.
+    if run_at == created_at then
+      redis.call('HSET', key, 't', job[5], 'q', queue, 'pr', prio, 'm', job[6],
+        'd', job[7], 'ca', created_at, 's', 'pending', 'x', entry)
+    else
+      redis.call('HSET', key, 't', job[5], 'q', queue, 'pr', prio, 'm', job[6],
+        'd', job[7], 'ca', created_at, 'r', run_at, 's', 'pending', 'x', entry)
+    end
     indexed[#indexed + 1] = 0
     indexed[#indexed + 1] = id
     woke = true

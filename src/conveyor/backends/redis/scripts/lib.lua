@@ -4,9 +4,10 @@
 --   Times are stored as decimal strings exactly as received (client floats keep their
 --   repr); times computed here are written with microsecond precision.
 --   Job hash fields: t type, q queue, pr priority, m max retries, d static JSON,
---   ca created, r run at, s status, a attempts, p progress, sa started, c completed,
---   res result JSON, e error JSON, o lease owner, l lease deadline, k lease token,
---   x stream entry id, wh webhook delivery state JSON.
+--   ca created, r run at (absent: ca), s status, a attempts (absent: 0), p progress
+--   (absent: 0), sa started, c completed, res result JSON, e error JSON (not shown once
+--   completed), o lease owner, l lease deadline, k lease token (o, l, k: shown only
+--   while running), x stream entry id, wh webhook delivery state JSON.
 local EVENT_RETENTION = __EVENT_RETENTION__
 
 local function clock(arg)
