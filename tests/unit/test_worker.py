@@ -379,3 +379,49 @@ async def test_process_tasks_run_in_a_child(tmp_path: Path) -> None:
             await died.result(timeout=60)
         assert caught.value.error is not None
         assert caught.value.error["details"]["reason"].startswith("process_died")
+
+
+async def test_a_job_leased_again_while_its_last_outcome_waits_keeps_its_new_lease(
+    app: Conveyor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The store stalls: renewals fail and the first attempt's outcome waits, so the
+    # lease runs out and this same worker leases the job again. When the old outcome is
+    # finally refused, the new attempt must keep its lease (and not be stopped).
+    starts: list[int] = []
+    second_started = asyncio.Event()
+
+    @app.task()
+    async def job() -> None:
+        attempt = current_job().attempt
+        starts.append(attempt)
+        if attempt == 2:
+            second_started.set()
+            await asyncio.sleep(1.5)  # five leases: only renewals keep it
+
+    backend = await app.backend()
+    store = type(backend)
+    stalled = threading.Event()
+    stalled.set()
+    released = asyncio.Event()
+    renew, complete = store.renew, store.complete
+
+    async def stalled_renew(self: object, *args: object, **kwargs: object) -> set[str]:
+        if stalled.is_set():
+            raise OSError("store unavailable")
+        return await renew(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    async def held_complete(self: object, outcomes: list[object]) -> list[bool]:
+        if any(getattr(o, "attempt", 0) == 1 for o in outcomes):
+            await released.wait()
+        return await complete(self, outcomes)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(store, "renew", stalled_renew)
+    monkeypatch.setattr(store, "complete", held_complete)
+    async with running(Worker(app, concurrency=4, lease_seconds=0.3)):
+        handle = await job.enqueue()
+        await asyncio.wait_for(second_started.wait(), 10)
+        stalled.clear()
+        released.set()
+        await handle.result(timeout=10)
+    assert starts == [1, 2]
+    assert (await handle.info()).attempts == 2

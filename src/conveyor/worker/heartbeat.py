@@ -29,7 +29,8 @@ class Heartbeat:
         lease_seconds: the new lease length on each renewal.
         interval: seconds between renewals.
         snapshot: returns ``{job_id: attempt}`` of running jobs; called from the thread.
-        on_lost: called on the worker's loop with the ids the worker must stop.
+        on_lost: called on the worker's loop with ``{job_id: attempt}`` of the attempts
+            the worker must stop (those renewed, not whatever runs by the time it hears).
         announce: returns the worker's registration; when given, each beat also refreshes
             it in the store's worker registry, with a ttl of ``registry_beats`` beats.
         registry_beats: beats without a refresh after which the worker is taken for dead.
@@ -43,7 +44,7 @@ class Heartbeat:
         lease_seconds: float,
         interval: float,
         snapshot: Callable[[], Mapping[str, int]],
-        on_lost: Callable[[set[str]], None],
+        on_lost: Callable[[dict[str, int]], None],
         announce: Callable[[], WorkerInfo] | None = None,
         registry_beats: float = 3.0,
     ) -> None:
@@ -104,4 +105,5 @@ class Heartbeat:
             return
         self.beats += 1
         if lost and self._loop is not None:
-            self._loop.call_soon_threadsafe(self._on_lost, lost)
+            attempts = {job_id: leases[job_id] for job_id in lost if job_id in leases}
+            self._loop.call_soon_threadsafe(self._on_lost, attempts)

@@ -216,11 +216,15 @@ class Worker:
         task = asyncio.create_task(self._attempt(job), name=f"conveyor-job-{job.id}")
         self._running[job.id] = (task, job.attempts)
 
-    def _on_lost(self, job_ids: set[str]) -> None:
-        """The store says these jobs are no longer ours (cancelled or taken over)."""
-        for job_id in job_ids:
+    def _on_lost(self, attempts: dict[str, int]) -> None:
+        """The store says these attempts are no longer ours (cancelled or taken over).
+
+        A job may have been leased to this worker again since (its lease ran out while
+        the last attempt's outcome waited for the store): that newer attempt stays.
+        """
+        for job_id, attempt in attempts.items():
             entry = self._running.get(job_id)
-            if entry is not None and job_id not in self._cancel_reasons:
+            if entry is not None and entry[1] == attempt and job_id not in self._cancel_reasons:
                 logger.info("stopping job %s: cancelled or lease lost", job_id)
                 self._cancel_reasons[job_id] = "lost"
                 entry[0].cancel()
@@ -249,9 +253,13 @@ class Worker:
                 if not await self._completer.submit(outcome):
                     self.stats.stale_acks += 1
         finally:
-            self._running.pop(job.id, None)
-            self._leases.pop(job.id, None)
-            self._cancel_reasons.pop(job.id, None)
+            # Only this attempt's bookkeeping: the job may be running here again already,
+            # as a newer attempt (see _on_lost).
+            entry = self._running.get(job.id)
+            if entry is not None and entry[1] == job.attempts:
+                del self._running[job.id]
+                self._leases.pop(job.id, None)
+                self._cancel_reasons.pop(job.id, None)
             self._slot_free.set()
 
     async def _execute(self, job: Job) -> Outcome | None:
