@@ -94,10 +94,10 @@ while reclaim > 0 do
         redis.call('HSET', key, 's', 'failed', 'e', err, 'c', now_s)
         finish(key, id, KEYS[5])
         emit(events, now_s, 'job_failed', id, '{"error":' .. err .. '}')
-      elseif reclaim > 0 then
+      elseif reclaim > 0 or not streams[f[4]] then  -- (no stream: never left unleased)
         take(key, id, read(key), f[4])
         reclaim = reclaim - 1
-      elseif streams[f[4]] then
+      else
         redis.call('HDEL', key, 'o', 'l', 'k')
         redis.call('HSET', key, 's', 'pending', 'x', redis.call('XADD', streams[f[4]], '*', 'j', id))
         redis.call('ZADD', KEYS[4], 0, id)
