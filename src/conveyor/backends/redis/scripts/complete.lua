@@ -18,17 +18,21 @@ local ttl_ms, prefix, queue = ARGV[2], ARGV[3], ARGV[4]
 local leases, events = KEYS[1], KEYS[6]
 local outcomes = cjson.decode(ARGV[5])
 
+local function append(lists, key, value)
+  local list = lists[key]
+  if not list then
+    list = {}
+    lists[key] = list
+  end
+  list[#list + 1] = value
+end
+
 -- 1. Fencing. `held[i]` is the token outcome i's job is leased under, if it applies.
 local held, by_token, compact = {}, {}, true
 for i, o in ipairs(outcomes) do
   local token = o[9]
   if token ~= '' then
-    local group = by_token[token]
-    if not group then
-      group = {}
-      by_token[token] = group
-    end
-    group[#group + 1] = i
+    append(by_token, token, i)
   else
     local f = redis.call('HMGET', prefix .. o[1], 's', 'o', 'a', 'k', 't')
     if f[1] == 'running' and f[2] == o[3] and f[3] == o[4] then
@@ -69,12 +73,7 @@ for i, o in ipairs(outcomes) do
     ended[id] = true
     local key = prefix .. id
     if token ~= '' then
-      local ids = released[token]
-      if not ids then
-        ids = {}
-        released[token] = ids
-      end
-      ids[#ids + 1] = id
+      append(released, token, id)
     end
     local head = ''
     if not compact then
