@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.asyncio import Redis
 
+from conveyor.backends.base import Outcome, OutcomeKind
 from conveyor.backends.redis import RedisBackend
 from tests.contract.helpers import done, enqueue, make_job
 from tests.redis_server import RedisClusterServers, RedisServer
@@ -105,3 +106,37 @@ async def test_entries_of_older_versions_still_read(redis_server: RedisServer) -
     finally:
         await raw.aclose()
         await store.aclose()
+
+
+@pytest.mark.parametrize("fenced_by", ["token", "record"])
+async def test_outcome_events_are_the_same_whichever_way_the_outcome_is_fenced(
+    store: RedisBackend, fenced_by: str
+) -> None:
+    jobs = [make_job(type=f"t{i}", queue="o") for i in range(4)]
+    await enqueue(store, *jobs)
+    leased = {j.id: j for j in await store.fetch(["o"], "w1", 4, 30.0)}
+    if fenced_by == "record":
+        store._held.clear()  # as if another process had fetched them
+    err = {"code": "TASK_FAILED", "message": "boom"}
+    a, b, c, d = (leased[j.id] for j in jobs)
+    outcomes = [
+        Outcome(a.id, "w1", 1, OutcomeKind.COMPLETED, result={"n": 1}),
+        Outcome(b.id, "w1", 1, OutcomeKind.FAILED, error=err),
+        Outcome(c.id, "w1", 1, OutcomeKind.RETRY, error=err, retry_at=None),
+        Outcome(d.id, "w1", 1, OutcomeKind.RELEASED),
+    ]
+    assert await store.complete(outcomes) == [True] * 4
+    events = [e for e in await store.read_events(None, 1000) if e.data.get("queue") == "o"]
+    ended = [(e.type, e.job_id, e.data) for e in events if e.type != "job_created"]
+    head = {"attempt": 1, "queue": "o"}
+    assert ended == [
+        ("job_completed", a.id, {**head, "taskType": "t0", "result": {"n": 1}}),
+        ("job_failed", b.id, {**head, "taskType": "t1", "error": err}),
+        ("job_retrying", c.id, {**head, "taskType": "t2", "error": err, "runAt": None}),
+        ("job_released", d.id, {**head, "taskType": "t3"}),
+    ]
+    retried, released = await store.get_job(c.id), await store.get_job(d.id)
+    assert retried is not None
+    assert released is not None
+    assert (retried.status, retried.attempts, retried.error) == ("pending", 1, err)
+    assert (released.status, released.attempts) == ("pending", 0)
