@@ -63,27 +63,32 @@ end
 local flags, woke, heads = {}, false, {}
 local released, done_c, done_f, ended = {}, {}, {}, {}
 local queue_json = ',"queue":' .. cjson.encode(queue) .. ',"taskType":'
+local EVENT = {c = 'job_completed', f = 'job_failed', r = 'job_retrying', x = 'job_released'}
+
+-- One event's JSON (only without a compact entry): the attempt, queue, task type, then
+-- what the outcome adds.
+local function event_data(o, extra)
+  local head = heads[o[10]]
+  if not head then
+    head = queue_json .. cjson.encode(o[10])
+    heads[o[10]] = head
+  end
+  return '{"attempt":' .. o[4] .. head .. extra .. '}'
+end
+
 for i, o in ipairs(outcomes) do
   local token = held[i]
   if not token or ended[o[1]] then  -- a second outcome for one attempt is stale too
     flags[i] = 0
   else
     flags[i] = 1
-    local id, kind, attempt = o[1], o[5], o[4]
+    local id, kind = o[1], o[5]
     ended[id] = true
     local key = prefix .. id
     if token ~= '' then
       append(released, token, id)
     end
-    local head = ''
-    if not compact then
-      head = heads[o[10]]
-      if not head then
-        head = queue_json .. cjson.encode(o[10])
-        heads[o[10]] = head
-      end
-      head = '{"attempt":' .. attempt .. head
-    end
+    local extra = ''
     if kind == 'c' then
       -- Lease fields (o, l, k) and the entry id stay: they mean nothing once the job
       -- is not running (the reader ignores them), and leaving them saves writes.
@@ -91,29 +96,21 @@ for i, o in ipairs(outcomes) do
       redis.call('PEXPIRE', key, ttl_ms)
       done_c[#done_c + 1] = 0
       done_c[#done_c + 1] = id
-      if not compact then
-        emit(events, now_s, 'job_completed', id, head .. ',"result":' .. o[6] .. '}')
-      end
+      extra = ',"result":' .. o[6]
     elseif kind == 'f' then
       redis.call('HSET', key, 's', 'failed', 'e', o[7], 'c', now_s)
       redis.call('PEXPIRE', key, ttl_ms)
       done_f[#done_f + 1] = 0
       done_f[#done_f + 1] = id
-      if not compact then
-        emit(events, now_s, 'job_failed', id, head .. ',"error":' .. o[7] .. '}')
-      end
+      extra = ',"error":' .. o[7]
     else
-      local run_at, data = o[8], head .. '}'
-      local a = attempt
-      if kind == 'r' then
-        redis.call('HSET', key, 'e', o[7])
-        local shown = run_at
-        if shown == '' then shown = 'null' end
-        data = head .. ',"error":' .. o[7] .. ',"runAt":' .. shown .. '}'
-      else  -- released at shutdown: this attempt does not count
-        a = tonumber(attempt) - 1
-        if a < 0 then a = 0 end
-        run_at = ''
+      -- Back to pending: a retry counts its attempt and keeps its error; a release at
+      -- shutdown does not count the attempt and runs again now.
+      local run_at, attempts = o[8], o[4]
+      if kind == 'x' then
+        run_at, attempts = '', math.max(0, tonumber(o[4]) - 1)
+      else
+        extra = ',"error":' .. o[7] .. ',"runAt":' .. (run_at == '' and 'null' or run_at)
       end
       if run_at == '' then run_at = now_s end
       local entry = ''
@@ -122,14 +119,17 @@ for i, o in ipairs(outcomes) do
       else
         entry = redis.call('XADD', KEYS[tonumber(o[2])], '*', 'j', id)
       end
-      redis.call('HSET', key, 's', 'pending', 'r', run_at, 'a', a, 'x', entry)
+      if kind == 'r' then
+        redis.call('HSET', key, 's', 'pending', 'r', run_at, 'a', attempts, 'x', entry,
+          'e', o[7])
+      else
+        redis.call('HSET', key, 's', 'pending', 'r', run_at, 'a', attempts, 'x', entry)
+      end
       redis.call('ZADD', KEYS[3], 0, id)
       woke = true
-      if not compact then
-        local event = 'job_retrying'
-        if kind == 'x' then event = 'job_released' end
-        emit(events, now_s, event, id, data)
-      end
+    end
+    if not compact then
+      emit(events, now_s, EVENT[kind], id, event_data(o, extra))
     end
   end
 end
