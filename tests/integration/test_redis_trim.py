@@ -99,14 +99,14 @@ async def test_expired_fetch_lease_beyond_the_reclaim_share_goes_back_to_its_str
         first = await store.fetch(["default"], "w1", 5, 1.0)
         assert len(first) == 5
         (token,) = await raw.zrange(leases, 0, -1)  # one lease for the whole fetch
-        assert await raw.scard(f"{leases}:{token}") == 5
+        assert await raw.scard(store.keys("default").lease_set(token)) == 5
 
         # The worker died. Another with two free slots takes two; the other three are
         # pending again, in their stream, and counted as such.
         clock.now += 5
         two = await store.fetch(["default"], "w2", 2, 30.0)
         assert [(j.attempts, j.lease_owner) for j in two] == [(2, "w2")] * 2
-        assert await raw.exists(f"{leases}:{token}") == 0
+        assert await raw.exists(store.keys("default").lease_set(token)) == 0
         (stats,) = await store.queue_stats()
         assert (stats.pending, stats.running) == (3, 2)
         rest = await store.fetch(["default"], "w3", 10, 30.0)

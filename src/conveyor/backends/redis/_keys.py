@@ -121,6 +121,10 @@ class QueueKeys:
         """The hash holding one job's record."""
         return self.job_prefix + job_id
 
+    def lease_set(self, token: str) -> str:
+        """The set of the job ids leased under one lease token (``scripts/lib.lua``)."""
+        return f"{self.leases}:{token}"
+
     def idempotency(self, key: str) -> str:
         """The string remembering ``job_id|expires_at`` for an idempotency key."""
         return self.idem_prefix + key

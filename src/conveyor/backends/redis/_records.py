@@ -100,7 +100,7 @@ class RecordsMixin(RedisBase):
             # more of them than jobs in flight.
             pipe = self.client.pipeline(transaction=False)
             for token in await self.client.zrange(k.leases, 0, -1):
-                pipe.smembers(f"{k.leases}:{token}")
+                pipe.smembers(k.lease_set(token))
             ids = sorted((i for members in await pipe.execute() for i in members), reverse=True)
             if cursor is not None:
                 ids = [i for i in ids if i < cursor]

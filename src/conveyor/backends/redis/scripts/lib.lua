@@ -134,6 +134,15 @@ local function lease_set(leases, token)
   return leases .. ':' .. token
 end
 
+-- How many jobs are leased under the tokens whose deadline is at most `upto`.
+local function count_leased(leases, upto)
+  local n = 0
+  for _, token in ipairs(redis.call('ZRANGEBYSCORE', leases, '-inf', upto)) do
+    n = n + redis.call('SCARD', lease_set(leases, token))
+  end
+  return n
+end
+
 local function unlease(leases, token, ids)
   local set = lease_set(leases, token)
   each_chunk('SREM', set, ids)

@@ -29,10 +29,7 @@ if current then
 end
 local streams = level_map(6, nlevels)
 promote(KEYS[2], prefix, streams, now, tonumber(ARGV[4]))
-local expired = 0
-for _, token in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now)) do
-  expired = expired + redis.call('SCARD', lease_set(KEYS[3], token))
-end
+local expired = count_leased(KEYS[3], now)
 local function first_score(key)
   local r = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
   if #r == 0 then return '' end
