@@ -12,9 +12,9 @@ end
 if f[1] ~= 'pending' and f[1] ~= 'running' then
   return {'CONFLICT', f[1]}
 end
+-- Lease fields stay behind (they mean something only while running, see lib.lua).
 redis.call('HSET', key, 's', 'cancelled', 'c', now_s)
-redis.call('HDEL', key, 'o', 'l', 'k', 'x')
-if f[3] and f[3] ~= '' then
+if f[1] == 'running' and f[3] then
   unlease(KEYS[2], f[3], {id})
 end
 redis.call('ZREM', KEYS[3], id)

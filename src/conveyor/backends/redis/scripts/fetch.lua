@@ -41,7 +41,6 @@ local out, dead = {}, {}
 local token, leased, attempts, unpended = nil, {}, {}, {}
 
 local function finish(key, id, index)
-  redis.call('HDEL', key, 'o', 'l', 'k', 'x')
   redis.call('ZADD', index, 0, id)
   redis.call('PEXPIRE', key, ttl_ms)
 end
@@ -98,7 +97,6 @@ while reclaim > 0 do
         take(key, id, read(key), f[4])
         reclaim = reclaim - 1
       else
-        redis.call('HDEL', key, 'o', 'l', 'k')
         redis.call('HSET', key, 's', 'pending', 'x', redis.call('XADD', streams[f[4]], '*', 'j', id))
         redis.call('ZADD', KEYS[4], 0, id)
       end
