@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from conveyor.backends.base import Outcome
 from conveyor.backends.redis._codec import time_arg
 from conveyor.backends.redis._keys import GlobalKeys, QueueKeys, RedisOptions, parse_redis_url
 from conveyor.backends.redis._scripts import Arg, Script, run_pipeline
@@ -108,6 +109,13 @@ class RedisBase:
             with _routes_lock:
                 self._held.clear()  # outcomes without a token are fenced by the record
         self._held[job_id] = held
+
+    def _held_for(self, outcome: Outcome) -> Held | None:
+        """The lease of ``outcome``'s attempt, if this process fetched that attempt."""
+        held = self._held.get(outcome.job_id)
+        if held is None or held[:2] != (outcome.worker_id, outcome.attempt):
+            return None
+        return held
 
     async def _resolve(self, job_ids: Iterable[str]) -> dict[str, Route]:
         """Routes of jobs; unknown ids (never stored, or purged) are left out."""

@@ -328,7 +328,7 @@ class RedisBackend(
                 job = job_from_hash(job_id, fields)
                 self._remember(job_id, (queue, job.priority))
                 self._hold(job_id, (worker_id, job.attempts, token, job.type))
-                leased.append(((-job.priority, _entry_ms(fields.get("x", "")), job_id), job))
+                leased.append(((-job.priority, _entry_ms(entry), job_id), job))
             dead += [(job_id, queue) for job_id in dead_ids]
         if dead and self.cluster:  # dead-lettered foreign entries: routes to their records
             pipe = self.client.pipeline(transaction=False)
@@ -467,8 +467,7 @@ class RedisBackend(
             for i, flag in zip(idx, answer, strict=True):
                 flags[i] = bool(flag)
         for o in outcomes:  # answered: that attempt is over either way
-            held = self._held.get(o.job_id)
-            if held is not None and held[:2] == (o.worker_id, o.attempt):
+            if self._held_for(o) is not None:
                 del self._held[o.job_id]
         self._forget(
             o.job_id
@@ -483,7 +482,6 @@ class RedisBackend(
         k = self.keys(queue)
         keys = [k.leases, k.delayed, k.pending, k.completed, k.failed, k.events, k.wake]
         index: dict[str, int] = {}
-        no_token = ("", -1, "", "")
 
         def key_index(key: str) -> int:
             if key not in index:
@@ -500,9 +498,8 @@ class RedisBackend(
                 result = dumps(o.result, what=f"result of job {o.job_id}").decode()
             # The token of the attempt this process fetched, if this outcome is about it
             # (another attempt's outcome is fenced by the record).
-            owner, attempt, token, task_type = self._held.get(o.job_id, no_token)
-            if (owner, attempt) != (o.worker_id, o.attempt):
-                token = task_type = ""
+            held = self._held_for(o)
+            token, task_type = ("", "") if held is None else held[2:]
             packed.append(
                 [
                     o.job_id,
