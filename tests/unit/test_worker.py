@@ -425,3 +425,47 @@ async def test_a_job_leased_again_while_its_last_outcome_waits_keeps_its_new_lea
         await handle.result(timeout=10)
     assert starts == [1, 2]
     assert (await handle.info()).attempts == 2
+
+
+@pytest.mark.parametrize("taken_meanwhile", [True, False])
+async def test_a_fetch_answered_after_its_leases_ran_out_starts_only_what_is_still_ours(
+    app: Conveyor, monkeypatch: pytest.MonkeyPatch, taken_meanwhile: bool
+) -> None:
+    # The store granted the lease, then froze before answering: by the time the answer
+    # arrives the lease has run out, and another worker may hold the job already.
+    starts: list[str] = []
+
+    @app.task()
+    async def job() -> None:
+        starts.append(current_job().id)
+
+    backend = await app.backend()
+    store = type(backend)
+    fetch = store.fetch
+    thief: list[str] = []
+
+    async def late_fetch(self: object, *args: object, **kwargs: object) -> list[object]:
+        got = await fetch(self, *args, **kwargs)  # type: ignore[arg-type]
+        if got:
+            await asyncio.sleep(0.4)  # the answer is late: the 0.3 s lease ran out
+            monkeypatch.setattr(store, "fetch", fetch)  # once
+            if taken_meanwhile:
+                stolen = await fetch(self, ["default"], "other", 10, 30.0)  # type: ignore[arg-type]
+                thief.extend(j.id for j in stolen)
+        return got
+
+    monkeypatch.setattr(store, "fetch", late_fetch)
+    handle = await job.enqueue()
+    async with running(Worker(app, concurrency=4, lease_seconds=0.3)):
+        if taken_meanwhile:
+            await asyncio.sleep(1.0)  # time for a wrong start to happen
+        else:
+            await handle.result(timeout=10)
+    info = await handle.info()
+    if taken_meanwhile:
+        assert thief == [handle.id]
+        assert starts == []
+        assert (info.status, info.lease_owner) == (JobStatus.RUNNING, "other")
+    else:
+        assert starts == [handle.id]
+        assert (info.status, info.attempts) == (JobStatus.COMPLETED, 1)

@@ -195,7 +195,10 @@ class Worker:
                     await self._slot_free.wait()
                     continue
                 try:
+                    asked = time.monotonic()
                     jobs = await backend.fetch(self.queues, self.id, free, self.lease_seconds)
+                    if jobs and time.monotonic() - asked > self.lease_seconds / 2:
+                        jobs = await self._still_ours(backend, jobs)
                 except (ConveyorError, OSError) as exc:
                     logger.warning("fetch failed (%s); retrying in %.2fs", exc, error_delay)
                     await first_of(asyncio.sleep(error_delay), stop_wait)
@@ -209,6 +212,22 @@ class Worker:
                     self._start(job)
         finally:
             stop_wait.cancel()
+
+    async def _still_ours(self, backend: Backend, jobs: list[Job]) -> list[Job]:
+        """The jobs of a slow fetch whose leases still hold, renewed.
+
+        The store may have granted the leases long before the answer arrived (it froze,
+        or the network did, in between): some may have run out and gone to another
+        worker already. Renewing first keeps this worker from starting those too.
+        """
+        leases = {j.id: j.attempts for j in jobs}
+        try:
+            lost = await backend.renew(self.id, leases, self.lease_seconds)
+        except (ConveyorError, OSError):
+            return jobs  # cannot tell: run them; the heartbeat and the fence will judge
+        if lost:
+            logger.info("%d fetched jobs were leased elsewhere before they arrived", len(lost))
+        return [j for j in jobs if j.id not in lost]
 
     def _start(self, job: Job) -> None:
         self.stats.started += 1
