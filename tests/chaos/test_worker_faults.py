@@ -121,7 +121,7 @@ def test_a_frozen_worker_is_replaced_and_its_late_completion_is_fenced(cluster: 
     assert finishes == sorted([(frozen, 1), (other, 2)])
     record = cluster.job(job_id)
     assert (record["s"], record["a"]) == ("completed", "2")
-    assert f"-{other}-" in record["o"]  # the last lease, whose outcome was stored
+    assert f"-{other}-" in record["k"]  # the last lease, whose outcome was stored
     assert cluster.events(job_id).count("job_completed") == 1
     assert "stale_acks=1" in cluster.log(names[frozen])
     assert "stale_acks=0" in cluster.log(names[other])

@@ -15,7 +15,8 @@ cluster slot and different queues spread over a cluster. With the default prefix
                                    gets a TTL (result retention) once finished; on a
                                    cluster ``conveyor:{q:NAME}:job:ID``
 ``conveyor:{q:NAME}:delayed``     zset id -> run_at: delayed jobs and retry backoff
-``conveyor:{q:NAME}:leases``      zset lease token -> deadline, one token per fetch call;
+``conveyor:{q:NAME}:leases``      zset lease token -> deadline, one token per fetch call
+                                   (``<number>@<worker id>``; a running job's field ``k``);
 ``conveyor:{q:NAME}:leases:T``    set of the ids leased under token ``T`` (running jobs);
                                    ``:leases:next`` counts tokens
 ``conveyor:{q:NAME}:i:STATUS``    lex zsets of ids (``pending``, ``completed``, ``failed`` -
@@ -78,7 +79,8 @@ are run with EVALSHA (loaded at ``open``, reloaded on NOSCRIPT).
   1``, moved to ``failed`` with reason ``lease_expired`` past the retry budget, or back
   to their stream beyond the call's share), due delayed jobs promoted, then
   ``XREADGROUP COUNT n NOACK`` per priority level and one ``XTRIM MINID`` past the last
-  entry read; each job: HMGET of the fields a worker needs, HSET (the lease); then one
+  entry read; each job: HMGET of the fields a worker needs, HSET (status, attempts,
+  start, token: the lease's deadline and owner are the token's); then one
   INCR (the new token), SADD and ZADD (the lease), ZREM (pending index) and one event
   XADD for the batch. Fetching several queues first runs ``probe`` per queue (one
   pipeline) to split the batch by priority across queues.
@@ -90,7 +92,8 @@ are run with EVALSHA (loaded at ``open``, reloaded on NOSCRIPT).
 - purge: reads the finished indexes oldest id first (UUIDv7 ids sort by creation time)
   up to the ids created by the cutoff, deleting records finished before it and the
   index entries of records already expired (TTL); no per-job completion-time zset.
-- renew (batch): one ``renew`` call per queue: HMGET + HSET per job, one ZADD per token.
+- renew (batch): one ``renew`` call per queue: HMGET per job (still this owner's and
+  attempt's?), one ZADD per token.
 
 Time is the store's: scripts read Redis ``TIME`` unless the backend was built with
 ``clock=`` (tests), whose time is passed in ARGV. ``XREAD BLOCK`` timeouts are coarse

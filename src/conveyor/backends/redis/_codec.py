@@ -1,8 +1,13 @@
 """How a :class:`~conveyor.job.Job` is laid out in its Redis hash, and back.
 
-Fields the scripts read or change are separate hash fields (short names, listed in
-``scripts/lib.lua``); what only Python reads (arguments, timeout, callback settings) is
-one orjson blob ``d``. Values are JSON or decimal text, never pickle.
+Fields the scripts read or change on the hot path are separate hash fields (short
+names, listed in ``scripts/lib.lua``); what never changes and scripts read only on rare
+paths (task type, retry budget, arguments, timeout, callback settings) is one orjson blob
+``d``. Values are JSON or decimal text, never pickle.
+
+Few fields matter: Redis keeps a small hash as one flat list, so each field written or
+read is a scan of the record, and each value read by a script is converted into Lua and
+back.
 """
 
 from __future__ import annotations
@@ -18,9 +23,14 @@ from conveyor.serialization import dumps, loads
 
 
 def static_blob(job: Job) -> str:
-    """The JSON of the fields no script reads (``None`` values left out)."""
+    """The JSON of the fields that never change (``None`` values left out)."""
     what = f"arguments of job {job.id}"
-    data: dict[str, Any] = {"args": job.args, "kwargs": job.kwargs}
+    data: dict[str, Any] = {
+        "t": job.type,
+        "m": job.max_retries,
+        "args": job.args,
+        "kwargs": job.kwargs,
+    }
     for name, value in (
         ("timeout", job.timeout),
         ("idem", job.idempotency_key),
@@ -51,8 +61,14 @@ def _json(text: str | None) -> Any:
         return text  # written by hand: show it rather than fail the read
 
 
-def job_from_hash(job_id: str, h: dict[str, str]) -> Job:
-    """Rebuild a job from its hash fields."""
+def lease_owner(token: str) -> str:
+    """The worker a lease token was handed to (tokens read ``<number>@<owner>``)."""
+    return token.partition("@")[2]
+
+
+def job_from_hash(job_id: str, h: dict[str, str], lease_deadline: float | None = None) -> Job:
+    """Rebuild a job from its hash fields (and, while it runs, its lease deadline: the
+    score of its token, see ``scripts/lib.lua``)."""
     static = _json(h.get("d")) or {}
     if not isinstance(static, dict):
         static = {}
@@ -60,19 +76,20 @@ def job_from_hash(job_id: str, h: dict[str, str]) -> Job:
     running = status is JobStatus.RUNNING  # lease fields of an ended attempt stay behind
     created_at = float(h.get("ca", 0.0))
     run_at = _float(h.get("r"))
+    completed = status is JobStatus.COMPLETED
     return Job(
         id=job_id,
-        type=h.get("t", ""),
+        type=str(static.get("t", "")),
         args=static.get("args", []),
         kwargs=static.get("kwargs", {}),
         queue=h.get("q", ""),
         priority=int(h.get("pr", 0)),
         status=status,
-        progress=int(h.get("p") or 0),
+        progress=100 if completed else int(h.get("p") or 0),
         result=_json(h.get("res")),
-        error=None if status is JobStatus.COMPLETED else _json(h.get("e")),
+        error=None if completed else _json(h.get("e")),
         attempts=int(h.get("a") or 0),
-        max_retries=int(h.get("m", 0)),
+        max_retries=int(static.get("m", 0)),
         timeout=static.get("timeout"),
         created_at=created_at,
         run_at=created_at if run_at is None else run_at,
@@ -82,8 +99,8 @@ def job_from_hash(job_id: str, h: dict[str, str]) -> Job:
         callback_url=static.get("cbu"),
         callback_secret=static.get("cbs"),
         webhook=_json(h.get("wh")) or static.get("wh"),  # `wh`: written by the deliverer
-        lease_owner=(h.get("o") or None) if running else None,
-        lease_expires_at=_float(h.get("l")) if running else None,
+        lease_owner=(lease_owner(h.get("k", "")) or None) if running else None,
+        lease_expires_at=lease_deadline if running else None,
     )
 
 

@@ -43,16 +43,28 @@ class RecordsMixin(RedisBase):
         route = (await self._resolve([job_id])).get(job_id)
         if route is None:
             return None
-        fields = await self.client.hgetall(self.keys(route[0]).job(job_id))
-        return job_from_hash(job_id, fields) if fields else None
+        return next(iter(await self._load(route[0], [job_id])), None)
 
     async def _load(self, queue: str, ids: list[str]) -> list[Job]:
         k = self.keys(queue)
         pipe = self.client.pipeline(transaction=False)
         for job_id in ids:
             pipe.hgetall(k.job(job_id))
-        rows = await pipe.execute()
-        return [job_from_hash(i, row) for i, row in zip(ids, rows, strict=True) if row]
+        rows: list[dict[str, str]] = await pipe.execute()
+        # A running job's lease deadline is the score of its token.
+        tokens = {
+            row["k"] for row in rows if row.get("s") == JobStatus.RUNNING.value and row.get("k")
+        }
+        deadlines: dict[str, float] = {}
+        if tokens:
+            ordered = sorted(tokens)
+            scores = await self.client.zmscore(k.leases, ordered)
+            deadlines = {t: d for t, d in zip(ordered, scores, strict=True) if d is not None}
+        return [
+            job_from_hash(i, row, deadlines.get(row.get("k", "")))
+            for i, row in zip(ids, rows, strict=True)
+            if row
+        ]
 
     @guarded
     async def list_jobs(

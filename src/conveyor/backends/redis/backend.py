@@ -236,8 +236,6 @@ class RedisBackend(
                     str(job.priority),
                     time_arg(job.run_at) if job.run_at else "",
                     time_arg(job.created_at) if job.created_at else "",
-                    job.type,
-                    str(job.max_retries),
                     static_blob(job),
                     str(idem_index),
                 ]
@@ -304,28 +302,25 @@ class RedisBackend(
         leased: list[tuple[tuple[int, int, str], Job]] = []
         dead: list[tuple[str, str]] = []
         for queue, (_, now_s, outs, dead_ids, deadline_s, token) in answers.items():
-            for job_id, prio, entry, attempts, *rest in outs:
-                task_type, static, retries, created, run_at, progress, error, webhook = rest
+            deadline = float(deadline_s)
+            for n in range(0, len(outs), 3):
+                job_id, prio, read = outs[n : n + 3]
+                _, entry, attempts, static, created, run_at, progress, error, webhook = read
                 # Read before the lease: apply what the script set.
                 fields = {
-                    "t": task_type,
                     "q": queue,
                     "pr": prio,
-                    "m": retries,
                     "d": static,
                     "ca": created,
-                    "r": run_at,
                     "s": "running",
-                    "a": str(int(attempts) + 1),
+                    "a": str(int(attempts or 0) + 1),
                     "sa": now_s,
-                    "o": worker_id,
-                    "l": deadline_s,
+                    "k": token,
                     "x": entry,
-                    "p": progress,
-                    "e": error,
-                    "wh": webhook,
                 }
-                job = job_from_hash(job_id, fields)
+                optional = {"r": run_at, "p": progress, "e": error, "wh": webhook}
+                fields.update((name, value) for name, value in optional.items() if value)
+                job = job_from_hash(job_id, fields, deadline)
                 self._remember(job_id, (queue, job.priority))
                 self._hold(job_id, (worker_id, job.attempts, token, job.type))
                 leased.append(((-job.priority, _entry_ms(entry), job_id), job))
@@ -465,7 +460,7 @@ class RedisBackend(
         flags = [False] * len(outcomes)
         for idx, answer in zip(by_queue.values(), await self._run(calls), strict=True):
             for i, flag in zip(idx, answer, strict=True):
-                flags[i] = bool(flag)
+                flags[i] = flag == "1"
         for o in outcomes:  # answered: that attempt is over either way
             if self._held_for(o) is not None:
                 del self._held[o.job_id]

@@ -9,7 +9,7 @@
 --       kind (c|f|r|x), result JSON, error JSON, retry at ("" for now), lease token and
 --       task type ("" when the sender does not know them).
 -- Job keys are derived from the prefix.
--- Returns one flag (1 applied, 0 refused) per outcome.
+-- Returns one flag per outcome, as one string: 1 applied, 0 refused.
 -- Events: one compact feed entry holding the outcomes as sent and the flags, unless an
 -- outcome applied without a token (its task type is read here, not sent): then one
 -- event each.
@@ -34,10 +34,10 @@ for i, o in ipairs(outcomes) do
   if token ~= '' then
     append(by_token, token, i)
   else
-    local f = redis.call('HMGET', prefix .. o[1], 's', 'o', 'a', 'k', 't')
-    if f[1] == 'running' and f[2] == o[3] and f[3] == o[4] then
-      held[i] = f[4] or ''
-      o[10] = f[5] or ''
+    local f = redis.call('HMGET', prefix .. o[1], 's', 'a', 'k', 'd')
+    if f[1] == 'running' and f[2] == o[4] and f[3] and token_owner(f[3]) == o[3] then
+      held[i] = f[3]
+      o[10] = tostring(static_field(f[4], 't', ''))
       compact = false
     end
   end
@@ -60,7 +60,7 @@ for token, group in pairs(by_token) do
 end
 
 -- 2. The outcomes that apply; lease releases and index additions are batched at the end.
-local flags, woke, heads = {}, false, {}
+local flags, applied, woke, heads = {}, 0, false, {}
 local released, done_c, done_f, ended = {}, {}, {}, {}
 local queue_json = ',"queue":' .. cjson.encode(queue) .. ',"taskType":'
 local EVENT = {c = 'job_completed', f = 'job_failed', r = 'job_retrying', x = 'job_released'}
@@ -79,30 +79,31 @@ end
 for i, o in ipairs(outcomes) do
   local token = held[i]
   if not token or ended[o[1]] then  -- a second outcome for one attempt is stale too
-    flags[i] = 0
+    flags[i] = '0'
   else
-    flags[i] = 1
+    flags[i] = '1'
+    applied = applied + 1
     local id, kind = o[1], o[5]
     ended[id] = true
     local key = prefix .. id
     if token ~= '' then
       append(released, token, id)
     end
-    local extra = ''
+    local extra = ''  -- what the outcome adds to its event (built only without a compact entry)
     if kind == 'c' then
-      -- Lease fields (o, l, k) and the entry id stay: they mean nothing once the job
-      -- is not running (the reader ignores them), and leaving them saves writes.
-      redis.call('HSET', key, 's', 'completed', 'res', o[6], 'p', '100', 'c', now_s)
+      -- The lease token and the entry id stay: they mean nothing once the job is not
+      -- running (the reader ignores them), and leaving them saves writes.
+      redis.call('HSET', key, 's', 'completed', 'res', o[6], 'c', now_s)
       redis.call('PEXPIRE', key, ttl_ms)
-      done_c[#done_c + 1] = 0
+      done_c[#done_c + 1] = '0'
       done_c[#done_c + 1] = id
-      extra = ',"result":' .. o[6]
+      if not compact then extra = ',"result":' .. o[6] end
     elseif kind == 'f' then
       redis.call('HSET', key, 's', 'failed', 'e', o[7], 'c', now_s)
       redis.call('PEXPIRE', key, ttl_ms)
-      done_f[#done_f + 1] = 0
+      done_f[#done_f + 1] = '0'
       done_f[#done_f + 1] = id
-      extra = ',"error":' .. o[7]
+      if not compact then extra = ',"error":' .. o[7] end
     else
       -- Back to pending: a retry counts its attempt and keeps its error; a release at
       -- shutdown does not count the attempt and runs again now.
@@ -125,7 +126,7 @@ for i, o in ipairs(outcomes) do
       else
         redis.call('HSET', key, 's', 'pending', 'r', run_at, 'a', attempts, 'x', entry)
       end
-      redis.call('ZADD', KEYS[3], 0, id)
+      redis.call('ZADD', KEYS[3], '0', id)
       woke = true
     end
     if not compact then
@@ -138,11 +139,10 @@ for token, ids in pairs(released) do
 end
 each_chunk('ZADD', KEYS[4], done_c)
 each_chunk('ZADD', KEYS[5], done_f)
+local answer = table.concat(flags)
 if compact then
-  local n = 0
-  for _, flag in ipairs(flags) do n = n + flag end
-  if n > 0 then
-    add_entry(events, now_s, n, 'O', queue, 'o', ARGV[5], 'f', table.concat(flags))
+  if applied > 0 then
+    add_entry(events, now_s, applied, 'O', queue, 'o', ARGV[5], 'f', answer)
   end
 else
   flush_events()
@@ -150,4 +150,4 @@ end
 if woke then
   wake(KEYS[7])
 end
-return flags
+return answer

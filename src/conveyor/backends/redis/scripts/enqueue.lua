@@ -6,8 +6,8 @@
 -- ARGV: 1 now, 2 job key prefix, 3 group, 4 queue, 5 idempotency ttl (s), 6 ttl (ms),
 --       7 mode ("" store, "check" only check the length), 8 number of levels,
 --       then (priority, stream key index) per level,
---       then the jobs: one JSON array of 8 strings per job: id, priority, run_at,
---       created_at, type, max retries, static JSON, idempotency key index ("0": none),
+--       then the jobs: one JSON array of 6 strings per job: id, priority, run_at,
+--       created_at, static JSON (field d), idempotency key index ("0": none),
 --       then the jobs' [id, type] pairs as one JSON array (their `job_created` events).
 -- Job keys are derived from the prefix (on a cluster, they carry the queue's hash tag).
 -- Returns {now, {1 | {existing id, fields}} per job} or {'FULL', now} (nothing stored).
@@ -37,7 +37,7 @@ local max = redis.call('HGET', KEYS[6], 'max')
 if max then
   local adding, keys = 0, {}
   for _, job in ipairs(batch) do
-    local ikey = tonumber(job[8])
+    local ikey = job[6] ~= '0' and tonumber(job[6]) or 0
     if ikey == 0 then
       adding = adding + 1
     elseif not keys[KEYS[ikey]] then
@@ -69,7 +69,7 @@ for i, job in ipairs(batch) do
   local id = job[1]
   local key = prefix .. id
   local prio, run_at, created_at = job[2], job[3], job[4]
-  local ikey = tonumber(job[8])
+  local ikey = job[6] ~= '0' and tonumber(job[6]) or 0
   local existing = nil
   if ikey > 0 then
     existing = remembered(ikey)
@@ -80,20 +80,20 @@ for i, job in ipairs(batch) do
     if run_at == '' then run_at = now_s end
     if created_at == '' then created_at = now_s end
     local entry = ''
-    if tonumber(run_at) > now then
+    if run_at ~= now_s and tonumber(run_at) > now then
       redis.call('ZADD', KEYS[2], run_at, id)
     else
       entry = redis.call('XADD', streams[prio], '*', 'j', id)
     end
     -- Absent fields read as their default: attempts and progress 0, run at creation.
     if run_at == created_at then
-      redis.call('HSET', key, 't', job[5], 'q', queue, 'pr', prio, 'm', job[6],
-        'd', job[7], 'ca', created_at, 's', 'pending', 'x', entry)
+      redis.call('HSET', key, 'd', job[5], 'q', queue, 'pr', prio, 'ca', created_at,
+        's', 'pending', 'x', entry)
     else
-      redis.call('HSET', key, 't', job[5], 'q', queue, 'pr', prio, 'm', job[6],
-        'd', job[7], 'ca', created_at, 'r', run_at, 's', 'pending', 'x', entry)
+      redis.call('HSET', key, 'd', job[5], 'q', queue, 'pr', prio, 'ca', created_at,
+        'r', run_at, 's', 'pending', 'x', entry)
     end
-    indexed[#indexed + 1] = 0
+    indexed[#indexed + 1] = '0'  -- text: a Lua number would be formatted for each call
     indexed[#indexed + 1] = id
     woke = true
     if ikey > 0 then
@@ -106,9 +106,9 @@ end
 each_chunk('ZADD', KEYS[3], indexed)
 if #created > 0 then
   if #created < #batch then
-    local pairs_ = {}
+    local all, pairs_ = cjson.decode(created_json), {}
     for _, i in ipairs(created) do
-      pairs_[#pairs_ + 1] = {batch[i][1], batch[i][5]}
+      pairs_[#pairs_ + 1] = all[i]
     end
     created_json = cjson.encode(pairs_)
   end

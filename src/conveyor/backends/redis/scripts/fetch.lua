@@ -8,8 +8,8 @@
 --       8 finished ttl (ms), 9 lease-expired error (attempts written 987654321),
 --       10 reclaim cap (-1: limit), 11 promote cap, 12 queue, 13 number of levels, then per level ascending:
 --       (priority, stream key index, quota (-1: no quota)).
--- Returns {'STALE', levels} or {'OK', now, {{id, priority, then the fields READ before
--- the lease}...}, dead-lettered ids, lease deadline, lease token ('' when nothing was
+-- Returns {'STALE', levels} or {'OK', now, {id, priority, {the fields READ before the
+-- lease}, ...}, dead-lettered ids, lease deadline, lease token ('' when nothing was
 -- leased)}.
 -- Job keys are derived from the prefix (ids come from the stream); on a cluster they
 -- carry the queue's hash tag, so they live in the slot of every declared key.
@@ -41,33 +41,37 @@ local out, dead = {}, {}
 local token, leased, attempts, unpended = nil, {}, {}, {}
 
 local function finish(key, id, index)
-  redis.call('ZADD', index, 0, id)
+  redis.call('ZADD', index, '0', id)
   redis.call('PEXPIRE', key, ttl_ms)
 end
 
 -- What a worker needs of a job's record, read once when it is leased: fields 1-2 check
--- that a stream entry is still the job's, the rest go back to the client, which applies
--- the lease itself (status, attempts + 1, started, owner, deadline, token) instead of
+-- that a stream entry is still the job's, the rest go back to the client as read, and
+-- the client applies the lease itself (status, attempts + 1, started, token) instead of
 -- reading the record again. (Fewer fields than HGETALL: every value read is converted
 -- into Lua and back, the main cost of a fetch.)
-local READ = {'s', 'x', 'a', 't', 'd', 'm', 'ca', 'r', 'p', 'e', 'wh'}
+local READ = {'s', 'x', 'a', 'd', 'ca', 'r', 'p', 'e', 'wh'}
 
 local function read(key)
   return redis.call('HMGET', key, unpack(READ))
 end
 
+-- The next attempt number, as text (see lib.lua: no tonumber, no formatting).
+local NEXT = {['0'] = '1', ['1'] = '2', ['2'] = '3', ['3'] = '4', ['4'] = '5', ['5'] = '6',
+  ['6'] = '7', ['7'] = '8', ['8'] = '9', ['9'] = '10'}
+
 -- Leases one job, given `f` = read(key) and its priority.
 local function take(key, id, f, prio)
   if not token then
-    token = tostring(redis.call('INCR', lease_set(leases, 'next')))
+    token = redis.call('INCR', lease_set(leases, 'next')) .. '@' .. owner
   end
-  local attempt = tonumber(f[3] or '0') + 1
-  redis.call('HSET', key, 'a', attempt, 's', 'running', 'sa', now_s, 'o', owner,
-    'l', deadline_s, 'k', token)
+  local attempt = NEXT[f[3] or '0'] or string.format('%d', tonumber(f[3]) + 1)
+  redis.call('HSET', key, 'a', attempt, 's', 'running', 'sa', now_s, 'k', token)
   leased[#leased + 1] = id
   attempts[#attempts + 1] = attempt
-  out[#out + 1] = {id, prio, f[2] or '', f[3] or '0', f[4] or '', f[5] or '', f[6] or '0',
-    f[7] or '', f[8] or '', f[9] or '0', f[10] or '', f[11] or ''}
+  out[#out + 1] = id
+  out[#out + 1] = prio
+  out[#out + 1] = f
 end
 
 -- 1. Jobs whose worker died: every job still running under an expired token is leased
@@ -76,7 +80,7 @@ end
 local reclaim = limit
 if reclaim_cap >= 0 and reclaim_cap < reclaim then reclaim = reclaim_cap end
 while reclaim > 0 do
-  local expired = redis.call('ZRANGEBYSCORE', leases, '-inf', now, 'LIMIT', 0, 1)
+  local expired = redis.call('ZRANGEBYSCORE', leases, '-inf', now_s, 'LIMIT', '0', '1')
   if #expired == 0 then break end
   local old = expired[1]
   local set = lease_set(leases, old)
@@ -85,9 +89,9 @@ while reclaim > 0 do
   redis.call('ZREM', leases, old)
   for _, id in ipairs(ids) do
     local key = prefix .. id
-    local f = redis.call('HMGET', key, 's', 'a', 'm', 'pr', 'k')
+    local f = redis.call('HMGET', key, 's', 'a', 'd', 'pr', 'k')
     if f[1] == 'running' and f[5] == old then
-      if tonumber(f[2]) > tonumber(f[3]) then
+      if tonumber(f[2]) > (tonumber(static_field(f[3], 'm', 0)) or 0) then
         -- Poison: it killed its worker more often than its retries allow.
         local err = string.gsub(template, '987654321', f[2])
         redis.call('HSET', key, 's', 'failed', 'e', err, 'c', now_s)
@@ -98,14 +102,14 @@ while reclaim > 0 do
         reclaim = reclaim - 1
       else
         redis.call('HSET', key, 's', 'pending', 'x', redis.call('XADD', streams[f[4]], '*', 'j', id))
-        redis.call('ZADD', KEYS[4], 0, id)
+        redis.call('ZADD', KEYS[4], '0', id)
       end
     end
   end
 end
 
 -- 2. Delayed jobs and retries that fell due.
-promote(KEYS[2], prefix, streams, now, promote_cap)
+promote(KEYS[2], prefix, streams, now_s, promote_cap)
 
 -- 3. New entries, highest priority first.
 local function dead_letter(stream, entry, fields)
@@ -128,8 +132,8 @@ local function dead_letter(stream, entry, fields)
     '"entryId":"' .. entry .. '","fields":' .. #fields .. ',"bytes":' .. bytes ..
     ',"preview":"' .. preview .. '"}}'
   local key = prefix .. id
-  redis.call('HSET', key, 't', '<undecodable>', 'q', queue, 'pr', '0', 'm', '0', 'd', '{}',
-    'ca', now_s, 'r', now_s, 's', 'failed', 'a', '1', 'p', '0', 'c', now_s, 'e', err)
+  redis.call('HSET', key, 'd', '{"t":"<undecodable>","m":0}', 'q', queue, 'pr', '0',
+    'ca', now_s, 's', 'failed', 'a', '1', 'c', now_s, 'e', err)
   finish(key, id, KEYS[5])
   emit(events, now_s, 'job_failed', id, '{"error":' .. err .. '}')
   dead[#dead + 1] = id
@@ -171,9 +175,9 @@ for li = #levels, 1, -1 do
 end
 if token then
   each_chunk('SADD', lease_set(leases, token), leased)
-  redis.call('ZADD', leases, deadline, token)
+  redis.call('ZADD', leases, deadline_s, token)
   add_entry(events, now_s, #leased, 'S', owner, 'j', cjson.encode(leased),
-    'n', cjson.encode(attempts))
+    'n', '[' .. table.concat(attempts, ',') .. ']')
 end
 each_chunk('ZREM', KEYS[4], unpended)
 flush_events()

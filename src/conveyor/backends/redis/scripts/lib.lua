@@ -3,11 +3,17 @@
 --   every process judges due-ness and leases by one clock.
 --   Times are stored as decimal strings exactly as received (client floats keep their
 --   repr); times computed here are written with microsecond precision.
---   Job hash fields: t type, q queue, pr priority, m max retries, d static JSON,
---   ca created, r run at (absent: ca), s status, a attempts (absent: 0), p progress
---   (absent: 0), sa started, c completed, res result JSON, e error JSON (not shown once
---   completed), o lease owner, l lease deadline, k lease token (o, l, k: shown only
+--   Hot paths pass redis.call text, not Lua numbers, and avoid tonumber on text: each
+--   number is formatted (and each tonumber parsed) by the C library, which costs more
+--   than the command it feeds.
+--   Job hash fields: d static JSON (what never changes: t type, m max retries, the
+--   arguments...), q queue, pr priority, ca created, r run at (absent: ca), s status,
+--   a attempts (absent: 0), p progress (absent: 0; 100 once completed), sa started,
+--   c completed, res result JSON, e error JSON (not shown once completed), k lease
+--   token (`<number>@<owner>`; its deadline is its score in the lease zset; shown only
 --   while running), x stream entry id, wh webhook delivery state JSON.
+--   Records keep few fields: a small hash is one flat list in Redis, so every field
+--   written or read scans it.
 local EVENT_RETENTION = __EVENT_RETENTION__
 
 local function clock(arg)
@@ -21,6 +27,16 @@ end
 
 local function fmt(x)
   return string.format('%.6f', x)
+end
+
+-- One field of a record's static JSON (`d`), or `default` when it is missing or the
+-- JSON was not written by Conveyor. Only rare paths need one.
+local function static_field(d, name, default)
+  local ok, static = pcall(cjson.decode, d or '')
+  if ok and type(static) == 'table' and static[name] ~= nil then
+    return static[name]
+  end
+  return default
 end
 
 -- Events are buffered by `emit` and written by `flush_events` (called by every script
@@ -41,7 +57,8 @@ end
 -- text the client sent anyway, so no per-event JSON is built here. `fields` follow `a`;
 -- `n` is the number of events it stands for.
 local function add_entry(key, now_s, n, ...)
-  redis.call('XADD', key, 'MAXLEN', '~', math.ceil(EVENT_RETENTION / n), '*', 'a', now_s, ...)
+  redis.call('XADD', key, 'MAXLEN', '~', string.format('%d', math.ceil(EVENT_RETENTION / n)),
+    '*', 'a', now_s, ...)
 end
 
 local function flush_events()
@@ -100,8 +117,9 @@ local function stale_levels(prios_key, declared)
 end
 
 -- Due delayed jobs (and due retries) move into their priority's stream, oldest first.
-local function promote(delayed, prefix, streams, now, cap)
-  local due = redis.call('ZRANGEBYSCORE', delayed, '-inf', now, 'LIMIT', 0, cap)
+-- `now_s` and `cap` are text.
+local function promote(delayed, prefix, streams, now_s, cap)
+  local due = redis.call('ZRANGEBYSCORE', delayed, '-inf', now_s, 'LIMIT', '0', cap)
   for _, id in ipairs(due) do
     redis.call('ZREM', delayed, id)
     local key = prefix .. id
@@ -132,6 +150,11 @@ end
 -- token leaves the zset.
 local function lease_set(leases, token)
   return leases .. ':' .. token
+end
+
+-- The worker a token was handed to: tokens read `<number>@<owner>`.
+local function token_owner(token)
+  return string.match(token, '^%d+@(.*)$')
 end
 
 -- How many jobs are leased under the tokens whose deadline is at most `upto`.

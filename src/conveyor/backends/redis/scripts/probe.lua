@@ -28,7 +28,7 @@ if current then
   return {'STALE', current}
 end
 local streams = level_map(6, nlevels)
-promote(KEYS[2], prefix, streams, now, tonumber(ARGV[4]))
+promote(KEYS[2], prefix, streams, now_s, ARGV[4])
 local expired = count_leased(KEYS[3], now)
 local function first_score(key)
   local r = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')

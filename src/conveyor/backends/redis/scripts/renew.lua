@@ -1,21 +1,19 @@
--- Extend the leases of running jobs of one queue: each job still running for this
--- owner and attempt gets the new deadline, and so does each token they are leased
--- under (all jobs of a token belong to one fetch, so to this owner).
+-- Extend the leases of running jobs of one queue: each token that a job still running
+-- for this owner and attempt is leased under gets the new deadline (all jobs of a
+-- token belong to one fetch, so to this owner; the deadline is the token's score).
 -- KEYS: 1 leases, then job keys.
 -- ARGV: 1 now, 2 owner, 3 lease (s), then (id, job key index, attempt) per lease.
 -- Returns the positions (0-based) of leases the owner no longer holds.
 local now, now_s = clock(ARGV[1])
 local owner = ARGV[2]
 local deadline = now + tonumber(ARGV[3])
-local deadline_s = fmt(deadline)
 local lost, tokens = {}, {}
 local n = 0
 for i = 4, #ARGV, 3 do
   local key = KEYS[tonumber(ARGV[i + 1])]
-  local f = redis.call('HMGET', key, 's', 'o', 'a', 'k')
-  if f[1] == 'running' and f[2] == owner and f[3] == ARGV[i + 2] and f[4] then
-    redis.call('HSET', key, 'l', deadline_s)
-    tokens[f[4]] = true
+  local f = redis.call('HMGET', key, 's', 'a', 'k')
+  if f[1] == 'running' and f[2] == ARGV[i + 2] and f[3] and token_owner(f[3]) == owner then
+    tokens[f[3]] = true
   else
     lost[#lost + 1] = n
   end

@@ -17,10 +17,11 @@ redis.call('HSET', key, 's', 'pending', 'a', '0', 'p', '0', 'r', now_s)
 redis.call('HDEL', key, 'e', 'c', 'sa', 'res')
 redis.call('ZREM', KEYS[3], id)
 redis.call('ZREM', KEYS[4], id)
-redis.call('ZADD', KEYS[2], 0, id)
+redis.call('ZADD', KEYS[2], '0', id)
 redis.call('HSET', key, 'x', redis.call('XADD', KEYS[7], '*', 'j', id))
 wake(KEYS[6])
 emit(KEYS[5], now_s, 'job_created', id, '{"queue":' .. cjson.encode(f[3]) ..
-  ',"taskType":' .. cjson.encode(f[2]) .. ',"retry":true}')
+  ',"taskType":' .. cjson.encode(tostring(static_field(f[2], 't', ''))) ..
+  ',"retry":true}')
 flush_events()
 return {'OK', redis.call('HGETALL', key)}
