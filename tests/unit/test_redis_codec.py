@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
+import pytest
 
 from conveyor.backends.redis._codec import event_id, events_from_entry
 
@@ -34,16 +37,27 @@ def test_compact_created_and_started_entries_expand_to_one_event_per_job() -> No
     ]
 
 
-def test_outcome_entry_holds_only_the_outcomes_that_applied() -> None:
-    err = {"code": "TASK_FAILED", "message": "boom"}
-    outcomes = [
-        ["j1", "8", "w1", "1", "c", _dump({"n": 1}), "null", "", "7", "send"],
-        ["j2", "8", "w1", "2", "c", "null", "null", "", "7", "send"],  # refused
-        ["j3", "8", "w1", "1", "f", "null", _dump(err), "", "7", "send"],
-        ["j4", "8", "w1", "1", "r", "null", _dump(err), "12.5", "7", "send"],
-        ["j5", "8", "w1", "2", "r", "null", _dump(err), "", "7", "send"],
-        ["j6", "8", "w1", "3", "x", "null", "null", "", "7", "send"],
-    ]
+_ERR = {"code": "TASK_FAILED", "message": "boom"}
+# The outcomes' events as complete.lua stores them: [id, attempt, kind, result JSON,
+# error JSON, retry at, task type]...
+_EVENTS = [
+    ["j1", 1, "c", _dump({"n": 1}), "null", "", "send"],
+    ["j2", 2, "c", "null", "null", "", "send"],  # refused
+    ["j3", 1, "f", "null", _dump(_ERR), "", "send"],
+    ["j4", 1, "r", "null", _dump(_ERR), "12.5", "send"],
+    ["j5", 2, "r", "null", _dump(_ERR), "", "send"],
+    ["j6", 3, "x", "null", "null", "", "send"],
+]
+# ... and as older versions stored them: the outcomes as the worker sent them.
+_OLDER = [
+    [job_id, "8", "w1", str(attempt), kind, result, error, retry_at, "7", task_type]
+    for job_id, attempt, kind, result, error, retry_at, task_type in _EVENTS
+]
+
+
+@pytest.mark.parametrize("outcomes", [_EVENTS, _OLDER], ids=["current", "older"])
+def test_outcome_entry_holds_only_the_outcomes_that_applied(outcomes: list[list[Any]]) -> None:
+    err = _ERR
     events = events_from_entry(
         "9-0", {"a": "3", "O": "mail", "o": _dump(outcomes), "f": "101111"}, "mail"
     )

@@ -148,8 +148,9 @@ def events_from_entry(
     - ``e``: a JSON array of ``[type, job id, data]``, one per event;
     - ``C`` (the queue), ``j``: ``job_created`` events of ``[id, type]`` pairs;
     - ``S`` (the worker), ``j``, ``n``: ``job_started`` events of the ids and attempts;
-    - ``O`` (the queue), ``o``, ``f``: the outcomes as the worker sent them (see
-      ``scripts/complete.lua``) and which of them applied, ``1`` or ``0`` each;
+    - ``O`` (the queue), ``o``, ``f``: the outcomes' events as the worker sent them
+      (see ``scripts/complete.lua``; older versions stored the outcomes themselves)
+      and which of them applied, ``1`` or ``0`` each;
     - ``t``, ``j``, ``d``: a single event (written by older versions).
 
     Anything else (written by hand) shows as one ``unknown`` event, so it stays visible.
@@ -209,7 +210,10 @@ def _items(fields: dict[str, str]) -> list[tuple[Any, Any, Any]]:
         for o, flag in zip(loads(fields["o"]), fields["f"], strict=True):
             if flag != "1":
                 continue
-            job_id, _, _, attempt, kind, result, error, run_at, _, task_type = o
+            if len(o) == 10:  # written by an older version
+                job_id, _, _, attempt, kind, result, error, run_at, _, task_type = o
+            else:
+                job_id, attempt, kind, result, error, run_at, task_type = o
             data: dict[str, Any] = {"attempt": int(attempt), "queue": queue, "taskType": task_type}
             if kind == "c":
                 data["result"] = loads(result)

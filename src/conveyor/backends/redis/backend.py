@@ -128,6 +128,8 @@ class RedisBackend(
         by_queue: dict[str, list[int]] = {}
         for i, job in enumerate(jobs):
             by_queue.setdefault(job.queue, []).append(i)
+        for idx in by_queue.values():  # the script's order: by priority level
+            idx.sort(key=lambda i: jobs[i].priority)
         now_arg = self._now_arg()
         batches = {q: [jobs[i] for i in idx] for q, idx in by_queue.items()}
         if len(batches) > 1:
@@ -223,23 +225,20 @@ class RedisBackend(
         for prio in prios:
             keys.append(k.stream(prio))
             level_args += [prio, len(keys)]
-        # One argument for the whole batch (see ``_complete_call``).
-        per_job: list[list[str]] = []
-        for job in jobs:
+        # One argument for the whole batch (see ``_complete_call``), each job with only
+        # the values that are not the default.
+        by_level: dict[int, list[list[str]]] = {prio: [] for prio in prios}
+        for job in jobs:  # (sorted by priority by the caller)
+            item = [job.id, static_blob(job)]
+            run_at = time_arg(job.run_at) if job.run_at else ""
+            created_at = time_arg(job.created_at) if job.created_at else ""
             idem_index = 0
             if job.idempotency_key is not None:
                 keys.append(k.idempotency(job.idempotency_key))
                 idem_index = len(keys)
-            per_job.append(
-                [
-                    job.id,
-                    str(job.priority),
-                    time_arg(job.run_at) if job.run_at else "",
-                    time_arg(job.created_at) if job.created_at else "",
-                    static_blob(job),
-                    str(idem_index),
-                ]
-            )
+            if run_at or created_at or idem_index:
+                item += [run_at, created_at, str(idem_index)]
+            by_level[job.priority].append(item)
         args: list[Arg] = [
             now_arg,
             k.job_prefix,
@@ -250,7 +249,7 @@ class RedisBackend(
             mode,
             len(prios),
             *level_args,
-            dumps(per_job).decode(),
+            dumps(list(by_level.values())).decode(),
             dumps([[job.id, job.type] for job in jobs]).decode(),
         ]
         return SCRIPTS["enqueue"], keys, args
@@ -453,13 +452,14 @@ class RedisBackend(
             if route is not None:
                 by_queue.setdefault(route[0], []).append(i)
         now_arg = self._now_arg()
-        calls = [
-            self._complete_call(q, [outcomes[i] for i in idx], routes, now_arg)
+        plans = [
+            self._complete_call(q, [(i, outcomes[i]) for i in idx], routes, now_arg)
             for q, idx in by_queue.items()
         ]
         flags = [False] * len(outcomes)
-        for idx, answer in zip(by_queue.values(), await self._run(calls), strict=True):
-            for i, flag in zip(idx, answer, strict=True):
+        answers = await self._run([call for call, _ in plans])
+        for (_, order), answer in zip(plans, answers, strict=True):
+            for i, flag in zip(order, answer, strict=True):
                 flags[i] = flag == "1"
         for o in outcomes:  # answered: that attempt is over either way
             if self._held_for(o) is not None:
@@ -472,8 +472,14 @@ class RedisBackend(
         return flags
 
     def _complete_call(
-        self, queue: str, outcomes: list[Outcome], routes: dict[str, Route], now_arg: str
-    ) -> Call:
+        self,
+        queue: str,
+        outcomes: list[tuple[int, Outcome]],
+        routes: dict[str, Route],
+        now_arg: str,
+    ) -> tuple[Call, list[int]]:
+        """The ``complete`` call for one queue's outcomes, and the positions (in
+        ``outcomes``' numbering) of the flags it answers, in its order."""
         k = self.keys(queue)
         keys = [k.leases, k.delayed, k.pending, k.completed, k.failed, k.events, k.wake]
         index: dict[str, int] = {}
@@ -484,33 +490,45 @@ class RedisBackend(
                 index[key] = len(keys)
             return index[key]
 
-        # One argument for the whole batch: per-job arguments would cost the server an
-        # object each and redis-py a pure-Python encoding each.
-        packed: list[list[str]] = []
-        for o in outcomes:
+        # Grouped by lease token, each outcome with only the values the script uses;
+        # the events go in a second argument, which the script stores without decoding.
+        # (One argument each for the whole batch: per-job arguments would cost the
+        # server an object each and redis-py a pure-Python encoding each.)
+        groups: dict[tuple[str, str], list[tuple[int, list[str], list[Any]]]] = {}
+        for i, o in outcomes:
+            kind = _KIND[o.kind]
             result = "null"
-            if o.kind is OutcomeKind.COMPLETED:
+            if kind == "c":
                 result = dumps(o.result, what=f"result of job {o.job_id}").decode()
+            error = dumps(o.error).decode()
+            retry_at = "" if o.retry_at is None else time_arg(o.retry_at)
             # The token of the attempt this process fetched, if this outcome is about it
             # (another attempt's outcome is fenced by the record).
             held = self._held_for(o)
             token, task_type = ("", "") if held is None else held[2:]
-            packed.append(
-                [
-                    o.job_id,
-                    str(key_index(k.stream(routes[o.job_id][1]))),
-                    o.worker_id,
-                    str(o.attempt),
-                    _KIND[o.kind],
-                    result,
-                    dumps(o.error).decode(),
-                    "" if o.retry_at is None else time_arg(o.retry_at),
-                    token,
-                    task_type,
-                ]
-            )
-        args: list[Arg] = [now_arg, self._ttl_ms(), k.job_prefix, queue, dumps(packed).decode()]
-        return SCRIPTS["complete"], keys, args
+            item = [o.job_id, kind, result if kind == "c" else "" if kind == "x" else error]
+            if kind in ("r", "x") or not token:
+                stream = key_index(k.stream(routes[o.job_id][1]))
+                item += [str(o.attempt), retry_at, str(stream)]
+            event = [o.job_id, o.attempt, kind, result, error, retry_at, task_type]
+            group = groups.setdefault((token, "" if token else o.worker_id), [])
+            group.append((i, item, event))
+        order: list[int] = []
+        packed: list[list[Any]] = []
+        events: list[list[Any]] = []
+        for (token, owner), members in groups.items():
+            packed.append([token, owner, [item for _, item, _ in members]])
+            order += [i for i, _, _ in members]
+            events += [event for _, _, event in members]
+        args: list[Arg] = [
+            now_arg,
+            self._ttl_ms(),
+            k.job_prefix,
+            queue,
+            dumps(packed).decode(),
+            dumps(events).decode(),
+        ]
+        return (SCRIPTS["complete"], keys, args), order
 
     @guarded
     async def set_progress(self, job_id: str, attempt: int, progress: int) -> bool:

@@ -6,16 +6,19 @@
 -- ARGV: 1 now, 2 job key prefix, 3 group, 4 queue, 5 idempotency ttl (s), 6 ttl (ms),
 --       7 mode ("" store, "check" only check the length), 8 number of levels,
 --       then (priority, stream key index) per level,
---       then the jobs: one JSON array of 6 strings per job: id, priority, run_at,
---       created_at, static JSON (field d), idempotency key index ("0": none),
---       then the jobs' [id, type] pairs as one JSON array (their `job_created` events).
+--       then the jobs as JSON: one list per level, in the order of the levels, of
+--       [id, static JSON (field d), run_at, created_at, idempotency key index] per job,
+--       the last three sent only when one is not the default ("", "", "0"),
+--       then the jobs' [id, type] pairs as one JSON array, in the same order (their
+--       `job_created` events; stored as sent, decoded only after idempotency hits).
 -- Job keys are derived from the prefix (on a cluster, they carry the queue's hash tag).
--- Returns {now, {1 | {existing id, fields}} per job} or {'FULL', now} (nothing stored).
+-- Returns {now, {1 | {existing id, fields}} per job, in the order sent} or {'FULL', now}
+-- (nothing stored).
 local now, now_s = clock(ARGV[1])
 local prefix, group, queue = ARGV[2], ARGV[3], ARGV[4]
 local ttl_s, ttl_ms = tonumber(ARGV[5]), ARGV[6]
 local nlevels = tonumber(ARGV[8])
-local batch = cjson.decode(ARGV[9 + 2 * nlevels])
+local by_level = cjson.decode(ARGV[9 + 2 * nlevels])
 local created_json = ARGV[10 + 2 * nlevels]
 
 local function remembered(ikey)
@@ -33,18 +36,25 @@ local function remembered(ikey)
   return nil
 end
 
+-- The index of a job's idempotency key in KEYS, or 0.
+local function idem_index(job)
+  local ikey = job[5]
+  if ikey == nil or ikey == '0' then return 0 end
+  return tonumber(ikey)
+end
+
 local max = redis.call('HGET', KEYS[6], 'max')
 if max then
   local adding, keys = 0, {}
-  for _, job in ipairs(batch) do
-    local ikey = job[6] ~= '0' and tonumber(job[6]) or 0
+  for _, level in ipairs(by_level) do for _, job in ipairs(level) do
+    local ikey = idem_index(job)
     if ikey == 0 then
       adding = adding + 1
     elseif not keys[KEYS[ikey]] then
       keys[KEYS[ikey]] = true
       if not remembered(ikey) then adding = adding + 1 end
     end
-  end
+  end end
   if adding > 0 and redis.call('ZCARD', KEYS[3]) + adding > tonumber(max) then
     return {'FULL', now_s}
   end
@@ -65,47 +75,53 @@ local out = {}
 local woke = false
 local indexed = {}  -- pending-index additions, one variadic ZADD at the end
 local created = {}  -- positions of the jobs created (not idempotency hits)
-for i, job in ipairs(batch) do
-  local id = job[1]
-  local key = prefix .. id
-  local prio, run_at, created_at = job[2], job[3], job[4]
-  local ikey = job[6] ~= '0' and tonumber(job[6]) or 0
-  local existing = nil
-  if ikey > 0 then
-    existing = remembered(ikey)
-  end
-  if existing then
-    out[#out + 1] = existing
-  else
-    if run_at == '' then run_at = now_s end
-    if created_at == '' then created_at = now_s end
-    local entry = ''
-    if run_at ~= now_s and tonumber(run_at) > now then
-      redis.call('ZADD', KEYS[2], run_at, id)
-    else
-      entry = redis.call('XADD', streams[prio], '*', 'j', id)
-    end
-    -- Absent fields read as their default: attempts and progress 0, run at creation.
-    if run_at == created_at then
-      redis.call('HSET', key, 'd', job[5], 'q', queue, 'pr', prio, 'ca', created_at,
-        's', 'pending', 'x', entry)
-    else
-      redis.call('HSET', key, 'd', job[5], 'q', queue, 'pr', prio, 'ca', created_at,
-        'r', run_at, 's', 'pending', 'x', entry)
-    end
-    indexed[#indexed + 1] = '0'  -- text: a Lua number would be formatted for each call
-    indexed[#indexed + 1] = id
-    woke = true
+local i = 0
+for li, level in ipairs(by_level) do
+  local prio = ARGV[7 + 2 * li]
+  local stream = streams[prio]
+  for _, job in ipairs(level) do
+    i = i + 1
+    local id = job[1]
+    local ikey = idem_index(job)
+    local existing = nil
     if ikey > 0 then
-      redis.call('SET', KEYS[ikey], id .. '|' .. fmt(now + ttl_s), 'PX', ttl_ms)
+      existing = remembered(ikey)
     end
-    created[#created + 1] = i
-    out[#out + 1] = 1
+    if existing then
+      out[i] = existing
+    else
+      local key = prefix .. id
+      local run_at, created_at = job[3] or '', job[4] or ''
+      if run_at == '' then run_at = now_s end
+      if created_at == '' then created_at = now_s end
+      local entry = ''
+      if run_at ~= now_s and tonumber(run_at) > now then
+        redis.call('ZADD', KEYS[2], run_at, id)
+      else
+        entry = redis.call('XADD', stream, '*', 'j', id)
+      end
+      -- Absent fields read as their default: attempts and progress 0, run at creation.
+      if run_at == created_at then
+        redis.call('HSET', key, 'd', job[2], 'q', queue, 'pr', prio, 'ca', created_at,
+          's', 'pending', 'x', entry)
+      else
+        redis.call('HSET', key, 'd', job[2], 'q', queue, 'pr', prio, 'ca', created_at,
+          'r', run_at, 's', 'pending', 'x', entry)
+      end
+      indexed[#indexed + 1] = '0'  -- text: a Lua number would be formatted for each call
+      indexed[#indexed + 1] = id
+      woke = true
+      if ikey > 0 then
+        redis.call('SET', KEYS[ikey], id .. '|' .. fmt(now + ttl_s), 'PX', ttl_ms)
+      end
+      created[#created + 1] = i
+      out[i] = 1
+    end
   end
 end
 each_chunk('ZADD', KEYS[3], indexed)
 if #created > 0 then
-  if #created < #batch then
+  if #created < i then
     local all, pairs_ = cjson.decode(created_json), {}
     for _, i in ipairs(created) do
       pairs_[#pairs_ + 1] = all[i]
