@@ -66,6 +66,19 @@ def lease_owner(token: str) -> str:
     return token.partition("@")[2]
 
 
+def last_lease(field: str | None) -> tuple[int, float | None, str]:
+    """Attempts, start and token of a record's last lease (field ``l``:
+    ``<attempts> <started> <token>``, or attempts alone after a release)."""
+    if not field:
+        return 0, None, ""
+    attempts, _, rest = field.partition(" ")
+    started, _, token = rest.partition(" ")
+    try:
+        return int(attempts), _float(started), token
+    except ValueError:  # written by hand
+        return 0, None, ""
+
+
 def job_from_hash(job_id: str, h: dict[str, str], lease_deadline: float | None = None) -> Job:
     """Rebuild a job from its hash fields (and, while it runs, its lease deadline: the
     score of its token, see ``scripts/lib.lua``)."""
@@ -77,6 +90,7 @@ def job_from_hash(job_id: str, h: dict[str, str], lease_deadline: float | None =
     created_at = float(h.get("ca", 0.0))
     run_at = _float(h.get("r"))
     completed = status is JobStatus.COMPLETED
+    attempts, started_at, token = last_lease(h.get("l"))
     return Job(
         id=job_id,
         type=str(static.get("t", "")),
@@ -88,18 +102,18 @@ def job_from_hash(job_id: str, h: dict[str, str], lease_deadline: float | None =
         progress=100 if completed else int(h.get("p") or 0),
         result=_json(h.get("res")),
         error=None if completed else _json(h.get("e")),
-        attempts=int(h.get("a") or 0),
+        attempts=attempts,
         max_retries=int(static.get("m", 0)),
         timeout=static.get("timeout"),
         created_at=created_at,
         run_at=created_at if run_at is None else run_at,
-        started_at=_float(h.get("sa")),
+        started_at=started_at,
         completed_at=_float(h.get("c")),
         idempotency_key=static.get("idem"),
         callback_url=static.get("cbu"),
         callback_secret=static.get("cbs"),
         webhook=_json(h.get("wh")) or static.get("wh"),  # `wh`: written by the deliverer
-        lease_owner=(lease_owner(h.get("k", "")) or None) if running else None,
+        lease_owner=(lease_owner(token) or None) if running else None,
         lease_expires_at=lease_deadline if running else None,
     )
 

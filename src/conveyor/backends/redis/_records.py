@@ -8,7 +8,13 @@ from typing import Any
 
 from conveyor.backends.base import Event, JobFilter, JobPage, QueueStats
 from conveyor.backends.redis._base import Call, RedisBase
-from conveyor.backends.redis._codec import events_from_entry, job_from_hash, pairs, parse_event_id
+from conveyor.backends.redis._codec import (
+    events_from_entry,
+    job_from_hash,
+    last_lease,
+    pairs,
+    parse_event_id,
+)
 from conveyor.backends.redis._connect import guarded
 from conveyor.backends.redis._scripts import SCRIPTS, Arg
 from conveyor.errors import ConflictError, JobNotFoundError
@@ -52,16 +58,15 @@ class RecordsMixin(RedisBase):
             pipe.hgetall(k.job(job_id))
         rows: list[dict[str, str]] = await pipe.execute()
         # A running job's lease deadline is the score of its token.
-        tokens = {
-            row["k"] for row in rows if row.get("s") == JobStatus.RUNNING.value and row.get("k")
-        }
+        running = [last_lease(row.get("l"))[2] for row in rows if row.get("s") == "running"]
+        tokens = {token for token in running if token}
         deadlines: dict[str, float] = {}
         if tokens:
             ordered = sorted(tokens)
             scores = await self.client.zmscore(k.leases, ordered)
             deadlines = {t: d for t, d in zip(ordered, scores, strict=True) if d is not None}
         return [
-            job_from_hash(i, row, deadlines.get(row.get("k", "")))
+            job_from_hash(i, row, deadlines.get(last_lease(row.get("l"))[2]))
             for i, row in zip(ids, rows, strict=True)
             if row
         ]

@@ -15,7 +15,7 @@ from conveyor.backends._common import (
 )
 from conveyor.backends.base import EnqueueResult, Outcome, OutcomeKind
 from conveyor.backends.redis._base import CONSUMER, GROUP, Call, RedisBase, Route
-from conveyor.backends.redis._codec import job_from_hash, pairs, static_blob, time_arg
+from conveyor.backends.redis._codec import job_from_hash, last_lease, pairs, static_blob, time_arg
 from conveyor.backends.redis._connect import MAX_BLOCK, check_server, guarded
 from conveyor.backends.redis._delivery import DeliveryMixin
 from conveyor.backends.redis._lock import LockMixin
@@ -304,7 +304,7 @@ class RedisBackend(
             deadline = float(deadline_s)
             for n in range(0, len(outs), 3):
                 job_id, prio, read = outs[n : n + 3]
-                _, entry, attempts, static, created, run_at, progress, error, webhook = read
+                _, entry, lease, static, created, run_at, progress, error, webhook = read
                 # Read before the lease: apply what the script set.
                 fields = {
                     "q": queue,
@@ -312,9 +312,7 @@ class RedisBackend(
                     "d": static,
                     "ca": created,
                     "s": "running",
-                    "a": str(int(attempts or 0) + 1),
-                    "sa": now_s,
-                    "k": token,
+                    "l": f"{last_lease(lease)[0] + 1} {now_s} {token}",
                     "x": entry,
                 }
                 optional = {"r": run_at, "p": progress, "e": error, "wh": webhook}

@@ -5,7 +5,7 @@
 -- Returns {'MISSING'}, {'CONFLICT', status} or {'OK', fields}.
 local now, now_s = clock(ARGV[1])
 local key, id = KEYS[1], ARGV[2]
-local f = redis.call('HMGET', key, 's', 'x', 'k')
+local f = redis.call('HMGET', key, 's', 'x', 'l')
 if not f[1] then
   return {'MISSING'}
 end
@@ -14,8 +14,9 @@ if f[1] ~= 'pending' and f[1] ~= 'running' then
 end
 -- Lease fields stay behind (they mean something only while running, see lib.lua).
 redis.call('HSET', key, 's', 'cancelled', 'c', now_s)
-if f[1] == 'running' and f[3] then
-  unlease(KEYS[2], f[3], {id})
+local _, token = lease_of(f[3])
+if f[1] == 'running' and token ~= '' then
+  unlease(KEYS[2], token, {id})
 end
 redis.call('ZREM', KEYS[3], id)
 redis.call('ZREM', KEYS[4], id)

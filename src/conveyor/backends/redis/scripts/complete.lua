@@ -56,10 +56,11 @@ for _, group in ipairs(groups) do
     end
   else
     for m, o in ipairs(list) do
-      local f = redis.call('HMGET', prefix .. o[1], 's', 'a', 'k', 'd')
-      if f[1] == 'running' and f[2] == o[4] and f[3] and token_owner(f[3]) == owner then
-        held[base + m] = f[3]
-        types[base + m] = tostring(static_field(f[4], 't', ''))
+      local f = redis.call('HMGET', prefix .. o[1], 's', 'l', 'd')
+      local attempts, token = lease_of(f[2])
+      if f[1] == 'running' and attempts == o[4] and token_owner(token) == owner then
+        held[base + m] = token
+        types[base + m] = tostring(static_field(f[3], 't', ''))
         compact = false
       end
     end
@@ -119,12 +120,11 @@ for _, group in ipairs(groups) do
         done_f[#done_f + 1] = id
         if not compact then extra = ',"error":' .. value end
       else
-        -- Back to pending: a retry counts its attempt and keeps its error; a release at
-        -- shutdown does not count the attempt and runs again now.
-        local run_at, attempts = o[5], o[4]
+        -- Back to pending: a retry counts its attempt (already in `l`) and keeps its
+        -- error; a release at shutdown does not count the attempt and runs again now.
+        local run_at = o[5]
         if kind == 'x' then
           run_at = ''
-          attempts = string.format('%d', math.max(0, tonumber(o[4]) - 1))
         elseif not compact then
           extra = ',"error":' .. value .. ',"runAt":' .. (run_at == '' and 'null' or run_at)
         end
@@ -136,10 +136,10 @@ for _, group in ipairs(groups) do
           entry = redis.call('XADD', KEYS[tonumber(o[6])], '*', 'j', id)
         end
         if kind == 'r' then
-          redis.call('HSET', key, 's', 'pending', 'r', run_at, 'a', attempts, 'x', entry,
-            'e', value)
+          redis.call('HSET', key, 's', 'pending', 'r', run_at, 'x', entry, 'e', value)
         else
-          redis.call('HSET', key, 's', 'pending', 'r', run_at, 'a', attempts, 'x', entry)
+          local attempts = string.format('%d', math.max(0, tonumber(o[4]) - 1))
+          redis.call('HSET', key, 's', 'pending', 'r', run_at, 'x', entry, 'l', attempts)
         end
         redis.call('ZADD', KEYS[3], '0', id)
         woke = true

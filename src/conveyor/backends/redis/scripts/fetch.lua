@@ -47,10 +47,10 @@ end
 
 -- What a worker needs of a job's record, read once when it is leased: fields 1-2 check
 -- that a stream entry is still the job's, the rest go back to the client as read, and
--- the client applies the lease itself (status, attempts + 1, started, token) instead of
--- reading the record again. (Fewer fields than HGETALL: every value read is converted
+-- the client applies the lease itself (status, and the new `l`) instead of reading the
+-- record again. (Fewer fields than HGETALL: every value read is converted
 -- into Lua and back, the main cost of a fetch.)
-local READ = {'s', 'x', 'a', 'd', 'ca', 'r', 'p', 'e', 'wh'}
+local READ = {'s', 'x', 'l', 'd', 'ca', 'r', 'p', 'e', 'wh'}
 
 local function read(key)
   return redis.call('HMGET', key, unpack(READ))
@@ -65,8 +65,10 @@ local function take(key, id, f, prio)
   if not token then
     token = redis.call('INCR', lease_set(leases, 'next')) .. '@' .. owner
   end
-  local attempt = NEXT[f[3] or '0'] or string.format('%d', tonumber(f[3]) + 1)
-  redis.call('HSET', key, 'a', attempt, 's', 'running', 'sa', now_s, 'k', token)
+  local before = f[3] and string.match(f[3], '^%d+') or '0'
+  local attempt = NEXT[before] or string.format('%d', tonumber(before) + 1)
+  -- One field for the lease: each field written to a record costs a scan of it.
+  redis.call('HSET', key, 's', 'running', 'l', attempt .. ' ' .. now_s .. ' ' .. token)
   leased[#leased + 1] = id
   attempts[#attempts + 1] = attempt
   out[#out + 1] = id
@@ -89,11 +91,12 @@ while reclaim > 0 do
   redis.call('ZREM', leases, old)
   for _, id in ipairs(ids) do
     local key = prefix .. id
-    local f = redis.call('HMGET', key, 's', 'a', 'd', 'pr', 'k')
-    if f[1] == 'running' and f[5] == old then
-      if tonumber(f[2]) > (tonumber(static_field(f[3], 'm', 0)) or 0) then
+    local f = redis.call('HMGET', key, 's', 'l', 'd', 'pr')
+    local tried, token_was = lease_of(f[2])
+    if f[1] == 'running' and token_was == old then
+      if tonumber(tried) > (tonumber(static_field(f[3], 'm', 0)) or 0) then
         -- Poison: it killed its worker more often than its retries allow.
-        local err = string.gsub(template, '987654321', f[2])
+        local err = string.gsub(template, '987654321', tried)
         redis.call('HSET', key, 's', 'failed', 'e', err, 'c', now_s)
         finish(key, id, KEYS[5])
         emit(events, now_s, 'job_failed', id, '{"error":' .. err .. '}')
@@ -133,7 +136,7 @@ local function dead_letter(stream, entry, fields)
     ',"preview":"' .. preview .. '"}}'
   local key = prefix .. id
   redis.call('HSET', key, 'd', '{"t":"<undecodable>","m":0}', 'q', queue, 'pr', '0',
-    'ca', now_s, 's', 'failed', 'a', '1', 'c', now_s, 'e', err)
+    'ca', now_s, 's', 'failed', 'l', '1', 'c', now_s, 'e', err)
   finish(key, id, KEYS[5])
   emit(events, now_s, 'job_failed', id, '{"error":' .. err .. '}')
   dead[#dead + 1] = id

@@ -8,10 +8,11 @@
 --   than the command it feeds.
 --   Job hash fields: d static JSON (what never changes: t type, m max retries, the
 --   arguments...), q queue, pr priority, ca created, r run at (absent: ca), s status,
---   a attempts (absent: 0), p progress (absent: 0; 100 once completed), sa started,
---   c completed, res result JSON, e error JSON (not shown once completed), k lease
---   token (`<number>@<owner>`; its deadline is its score in the lease zset; shown only
---   while running), x stream entry id, wh webhook delivery state JSON.
+--   l the last lease: `<attempts> <started> <token>` (absent: never leased; after a
+--   release, attempts alone), p progress (absent: 0; 100 once completed), c completed,
+--   res result JSON, e error JSON (not shown once completed), x stream entry id, wh
+--   webhook delivery state JSON. A token reads `<number>@<owner>`; its deadline is its
+--   score in the lease zset; owner and deadline are shown only while running.
 --   Records keep few fields: a small hash is one flat list in Redis, so every field
 --   written or read scans it.
 local EVENT_RETENTION = __EVENT_RETENTION__
@@ -155,6 +156,14 @@ end
 -- The worker a token was handed to: tokens read `<number>@<owner>`.
 local function token_owner(token)
   return string.match(token, '^%d+@(.*)$')
+end
+
+-- A record's last lease (field `l`): attempts (text), and the token ('' when none).
+local function lease_of(l)
+  if not l then return '0', '' end
+  local attempts, token = string.match(l, '^(%d+) %S+ (.+)$')
+  if attempts then return attempts, token end
+  return string.match(l, '^%d+') or '0', ''
 end
 
 -- How many jobs are leased under the tokens whose deadline is at most `upto`.

@@ -11,9 +11,10 @@ local lost, tokens = {}, {}
 local n = 0
 for i = 4, #ARGV, 3 do
   local key = KEYS[tonumber(ARGV[i + 1])]
-  local f = redis.call('HMGET', key, 's', 'a', 'k')
-  if f[1] == 'running' and f[2] == ARGV[i + 2] and f[3] and token_owner(f[3]) == owner then
-    tokens[f[3]] = true
+  local f = redis.call('HMGET', key, 's', 'l')
+  local attempts, token = lease_of(f[2])
+  if f[1] == 'running' and attempts == ARGV[i + 2] and token_owner(token) == owner then
+    tokens[token] = true
   else
     lost[#lost + 1] = n
   end

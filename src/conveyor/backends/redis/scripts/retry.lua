@@ -13,8 +13,8 @@ if f[1] ~= 'failed' and f[1] ~= 'cancelled' then
   return {'CONFLICT', f[1]}
 end
 redis.call('PERSIST', key)
-redis.call('HSET', key, 's', 'pending', 'a', '0', 'p', '0', 'r', now_s)
-redis.call('HDEL', key, 'e', 'c', 'sa', 'res')
+redis.call('HSET', key, 's', 'pending', 'p', '0', 'r', now_s)
+redis.call('HDEL', key, 'e', 'c', 'l', 'res')
 redis.call('ZREM', KEYS[3], id)
 redis.call('ZREM', KEYS[4], id)
 redis.call('ZADD', KEYS[2], '0', id)
