@@ -79,8 +79,9 @@ are run with EVALSHA (loaded at ``open``, reloaded on NOSCRIPT).
   1``, moved to ``failed`` with reason ``lease_expired`` past the retry budget, or back
   to their stream beyond the call's share), due delayed jobs promoted, then
   ``XREADGROUP COUNT n NOACK`` per priority level and one ``XTRIM MINID`` past the last
-  entry read; each job: HMGET of the fields a worker needs, HSET (status, attempts,
-  start, token: the lease's deadline and owner are the token's); then one
+  entry read; each job: HMGET of the fields a worker needs, HSET of two fields (status,
+  and the lease: attempts, start and token in one; the lease's deadline and owner are
+  the token's); then one
   INCR (the new token), SADD and ZADD (the lease), ZREM (pending index) and one event
   XADD for the batch. Fetching several queues first runs ``probe`` per queue (one
   pipeline) to split the batch by priority across queues.

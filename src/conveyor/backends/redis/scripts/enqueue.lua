@@ -101,12 +101,14 @@ for li, level in ipairs(by_level) do
         entry = redis.call('XADD', stream, '*', 'j', id)
       end
       -- Absent fields read as their default: attempts and progress 0, run at creation.
+      -- Status and entry first: a small hash is a flat list, scanned from its start by
+      -- every read of a field, and fetch reads these two first.
       if run_at == created_at then
-        redis.call('HSET', key, 'd', job[2], 'q', queue, 'pr', prio, 'ca', created_at,
-          's', 'pending', 'x', entry)
+        redis.call('HSET', key, 's', 'pending', 'x', entry, 'd', job[2], 'ca', created_at,
+          'q', queue, 'pr', prio)
       else
-        redis.call('HSET', key, 'd', job[2], 'q', queue, 'pr', prio, 'ca', created_at,
-          'r', run_at, 's', 'pending', 'x', entry)
+        redis.call('HSET', key, 's', 'pending', 'x', entry, 'd', job[2], 'ca', created_at,
+          'r', run_at, 'q', queue, 'pr', prio)
       end
       indexed[#indexed + 1] = '0'  -- text: a Lua number would be formatted for each call
       indexed[#indexed + 1] = id

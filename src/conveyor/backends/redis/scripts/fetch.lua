@@ -8,7 +8,7 @@
 --       8 finished ttl (ms), 9 lease-expired error (attempts written 987654321),
 --       10 reclaim cap (-1: limit), 11 promote cap, 12 queue, 13 number of levels, then per level ascending:
 --       (priority, stream key index, quota (-1: no quota)).
--- Returns {'STALE', levels} or {'OK', now, {id, priority, {the fields READ before the
+-- Returns {'STALE', levels} or {'OK', now, {id, priority, {the fields `read` before the
 -- lease}, ...}, dead-lettered ids, lease deadline, lease token ('' when nothing was
 -- leased)}.
 -- Job keys are derived from the prefix (ids come from the stream); on a cluster they
@@ -50,10 +50,8 @@ end
 -- the client applies the lease itself (status, and the new `l`) instead of reading the
 -- record again. (Fewer fields than HGETALL: every value read is converted
 -- into Lua and back, the main cost of a fetch.)
-local READ = {'s', 'x', 'l', 'd', 'ca', 'r', 'p', 'e', 'wh'}
-
 local function read(key)
-  return redis.call('HMGET', key, unpack(READ))
+  return redis.call('HMGET', key, 's', 'x', 'l', 'd', 'ca', 'r', 'p', 'e', 'wh')
 end
 
 -- The next attempt number, as text (see lib.lua: no tonumber, no formatting).
