@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 import pytest
 
-from conveyor.backends.redis._codec import event_id, events_from_entry
+from conveyor.backends.redis._codec import event_id, events_from_entry, last_lease, lease_owner
 
 
 def _dump(value: object) -> str:
@@ -97,3 +97,12 @@ def test_entries_written_by_hand_show_as_one_unknown_event() -> None:
     ):
         (event,) = events_from_entry("1-0", fields)
         assert (event.type, event.job_id, event.data) == ("unknown", "", {}), fields
+
+
+def test_last_lease_reads_attempts_start_and_token_and_tolerates_other_forms() -> None:
+    assert last_lease("3 1790000000.5 12@host-1-ab") == (3, 1790000000.5, "12@host-1-ab")
+    assert last_lease("2") == (2, None, "")  # after a release: attempts alone
+    assert last_lease(None) == (0, None, "")  # never leased
+    assert last_lease("not a lease") == (0, None, "")  # written by hand
+    assert lease_owner("12@host-1-ab") == "host-1-ab"
+    assert lease_owner("") == ""
