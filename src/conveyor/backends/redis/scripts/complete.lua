@@ -72,6 +72,12 @@ end
 local flags, applied, woke = {}, 0, false
 local released, done_c, done_f, ended = {}, {}, {}, {}
 local EVENT = {c = 'job_completed', f = 'job_failed', r = 'job_retrying', x = 'job_released'}
+-- The ends of a job: its status, the field its value goes to, its index's additions (one
+-- variadic ZADD at the end) and the key of that value in its event.
+local FINISH = {
+  c = {'completed', 'res', done_c, ',"result":'},
+  f = {'failed', 'e', done_f, ',"error":'},
+}
 local sent, heads = nil, {}
 if not compact then
   sent = cjson.decode(ARGV[6])
@@ -105,20 +111,16 @@ for _, group in ipairs(groups) do
       local key = prefix .. id
       append(released, token, id)
       local extra = ''  -- what the outcome adds to its event (only without a compact entry)
-      if kind == 'c' then
-        -- The lease token and the entry id stay: they mean nothing once the job is not
+      local finish = FINISH[kind]
+      if finish then
+        -- The last lease and the entry id stay: they mean nothing once the job is not
         -- running (the reader ignores them), and leaving them saves writes.
-        redis.call('HSET', key, 's', 'completed', 'res', value, 'c', now_s)
+        redis.call('HSET', key, 's', finish[1], finish[2], value, 'c', now_s)
         redis.call('PEXPIRE', key, ttl_ms)
-        done_c[#done_c + 1] = '0'
-        done_c[#done_c + 1] = id
-        if not compact then extra = ',"result":' .. value end
-      elseif kind == 'f' then
-        redis.call('HSET', key, 's', 'failed', 'e', value, 'c', now_s)
-        redis.call('PEXPIRE', key, ttl_ms)
-        done_f[#done_f + 1] = '0'
-        done_f[#done_f + 1] = id
-        if not compact then extra = ',"error":' .. value end
+        local done = finish[3]
+        done[#done + 1] = '0'
+        done[#done + 1] = id
+        if not compact then extra = finish[4] .. value end
       else
         -- Back to pending: a retry counts its attempt (already in `l`) and keeps its
         -- error; a release at shutdown does not count the attempt and runs again now.

@@ -63,7 +63,7 @@ local function take(key, id, f, prio)
   if not token then
     token = redis.call('INCR', lease_set(leases, 'next')) .. '@' .. owner
   end
-  local before = f[3] and string.match(f[3], '^%d+') or '0'
+  local before = lease_of(f[3])
   local attempt = NEXT[before] or string.format('%d', tonumber(before) + 1)
   -- One field for the lease: each field written to a record costs a scan of it.
   redis.call('HSET', key, 's', 'running', 'l', attempt .. ' ' .. now_s .. ' ' .. token)
