@@ -7,7 +7,13 @@ from typing import Any
 import orjson
 import pytest
 
-from conveyor.backends.redis._codec import event_id, events_from_entry, last_lease, lease_owner
+from conveyor.backends.redis._codec import (
+    event_id,
+    events_from_entry,
+    job_from_hash,
+    last_lease,
+    lease_owner,
+)
 
 
 def _dump(value: object) -> str:
@@ -106,3 +112,10 @@ def test_last_lease_reads_attempts_start_and_token_and_tolerates_other_forms() -
     assert last_lease("not a lease") == (0, None, "")  # written by hand
     assert lease_owner("12@host-1-ab") == "host-1-ab"
     assert lease_owner("") == ""
+
+
+def test_a_record_edited_by_hand_still_reads() -> None:
+    job = job_from_hash(
+        "j1", {"s": "pending", "d": '{"t": "send", "m": "many"}', "pr": "high", "p": "x"}
+    )
+    assert (job.type, job.max_retries, job.priority, job.progress) == ("send", 0, 0, 0)

@@ -52,6 +52,14 @@ def _float(text: str | None) -> float | None:
     return None if text is None or text == "" else float(text)
 
 
+def _int(value: Any) -> int:
+    """An integer field, or 0 when it was written by hand as something else."""
+    try:
+        return int(value or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
 def _json(text: str | None) -> Any:
     if not text:  # absent, or emptied by a script
         return None
@@ -97,13 +105,13 @@ def job_from_hash(job_id: str, h: dict[str, str], lease_deadline: float | None =
         args=static.get("args", []),
         kwargs=static.get("kwargs", {}),
         queue=h.get("q", ""),
-        priority=int(h.get("pr", 0)),
+        priority=_int(h.get("pr")),
         status=status,
-        progress=100 if completed else int(h.get("p") or 0),
+        progress=100 if completed else _int(h.get("p")),
         result=_json(h.get("res")),
         error=None if completed else _json(h.get("e")),
         attempts=attempts,
-        max_retries=int(static.get("m", 0)),
+        max_retries=_int(static.get("m")),
         timeout=static.get("timeout"),
         created_at=created_at,
         run_at=created_at if run_at is None else run_at,
