@@ -398,7 +398,7 @@ class RedisBackend(
             k = self.keys(queue)
             streams, level_args = self._level_keys(queue, 6)
             keys = [k.prios, k.delayed, k.leases, k.wake, k.conf, *streams]
-            args: list[Arg] = [now_arg, k.job_prefix, GROUP, PROMOTE_CAP, len(streams), *level_args]
+            args: list[Arg] = [now_arg, k.job_prefix, PROMOTE_CAP, len(streams), *level_args]
             return SCRIPTS["probe"], keys, args
 
         out: dict[str, _Probe] = {}

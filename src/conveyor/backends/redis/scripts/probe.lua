@@ -3,17 +3,17 @@
 -- KEYS: 1 prios, 2 delayed, 3 leases, 4 wake, 5 conf, then one stream key per level.
 -- A paused queue reports nothing to do (its idle workers block on the wake stream,
 -- which resuming writes to).
--- ARGV: 1 now, 2 job key prefix, 3 group (unused), 4 promote cap, 5 number of levels, then
+-- ARGV: 1 now, 2 job key prefix, 3 promote cap, 4 number of levels, then
 --       (priority, stream key index) per level, ascending.
 -- Returns {'STALE', levels} or {'OK', now, expired leases, soonest delayed or '',
 -- soonest lease deadline or '', last wake id, {priority, waiting, first entry id,
 -- first job id}...}.
 local now, now_s = clock(ARGV[1])
 local prefix = ARGV[2]
-local nlevels = tonumber(ARGV[5])
+local nlevels = tonumber(ARGV[4])
 local declared = {}
 for i = 0, nlevels - 1 do
-  declared[#declared + 1] = ARGV[6 + 2 * i]
+  declared[#declared + 1] = ARGV[5 + 2 * i]
 end
 local function last_wake()
   local last = redis.call('XREVRANGE', KEYS[4], '+', '-', 'COUNT', 1)
@@ -27,8 +27,8 @@ local current = stale_levels(KEYS[1], declared)
 if current then
   return {'STALE', current}
 end
-local streams = level_map(6, nlevels)
-promote(KEYS[2], prefix, streams, now_s, ARGV[4])
+local streams = level_map(5, nlevels)
+promote(KEYS[2], prefix, streams, now_s, ARGV[3])
 local expired = count_leased(KEYS[3], now)
 local function first_score(key)
   local r = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
