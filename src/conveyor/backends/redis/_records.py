@@ -58,16 +58,15 @@ class RecordsMixin(RedisBase):
             pipe.hgetall(k.job(job_id))
         rows: list[dict[str, str]] = await pipe.execute()
         # A running job's lease deadline is the score of its token.
-        running = [last_lease(row.get("l"))[2] for row in rows if row.get("s") == "running"]
-        tokens = {token for token in running if token}
+        tokens = [last_lease(row.get("l"))[2] if row.get("s") == "running" else "" for row in rows]
         deadlines: dict[str, float] = {}
-        if tokens:
-            ordered = sorted(tokens)
+        if any(tokens):
+            ordered = sorted({t for t in tokens if t})
             scores = await self.client.zmscore(k.leases, ordered)
             deadlines = {t: d for t, d in zip(ordered, scores, strict=True) if d is not None}
         return [
-            job_from_hash(i, row, deadlines.get(last_lease(row.get("l"))[2]))
-            for i, row in zip(ids, rows, strict=True)
+            job_from_hash(i, row, deadlines.get(token))
+            for i, row, token in zip(ids, rows, tokens, strict=True)
             if row
         ]
 
