@@ -4,6 +4,7 @@ its history, and a look at the store's own bookkeeping."""
 from __future__ import annotations
 
 import asyncio
+import signal
 import subprocess
 import time
 from collections.abc import Callable, Sequence
@@ -15,7 +16,7 @@ from redis import Redis
 
 from conveyor.backends.redis._codec import events_from_entry
 from conveyor.loader import load_app
-from tests.e2e.harness import HISTORY_APP, History, conveyor
+from tests.e2e.harness import HISTORY_APP, History, conveyor, stop
 from tests.redis_server import RedisServer
 
 LEASE = 2.0
@@ -70,6 +71,7 @@ class Cluster:
         self.tmp_path = tmp_path
         self.redis = redis
         self.procs = procs
+        self._names: dict[int, str] = {}
         self.history_dir = tmp_path / "history"
         self.history_dir.mkdir(exist_ok=True)
         self.history = History()
@@ -84,7 +86,16 @@ class Cluster:
     def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
         proc = conveyor(*args, env=self.env, log=self.log_path(name))
         self.procs.append(proc)
+        self._names[proc.pid] = name
         return proc
+
+    def stop_cleanly(self, proc: subprocess.Popen[bytes]) -> None:
+        """SIGTERM ``proc`` and check that it drains and exits 0; if not, the failure
+        shows the end of its log (the test's directory may be gone by the time anyone
+        looks)."""
+        code = stop(proc, signal.SIGTERM)
+        name = self._names.get(proc.pid, "?")
+        assert code == 0, f"{name} exited with {code}; its log ends:\n{self.log(name)[-4000:]}"
 
     def worker(
         self, name: str, *, concurrency: int = 20, processes: int = 1, ready: bool = True

@@ -154,8 +154,8 @@ def test_redis_sigkill_and_restart_loses_no_acknowledged_job(cluster: Cluster) -
     statuses = Counter((c.what, c.status) for c in load.calls)
     alive = [p.poll() is None for p in (api, *workers)]
     for proc in workers:
-        assert stop(proc, signal.SIGTERM) == 0
-    assert stop(api, signal.SIGTERM) == 0
+        cluster.stop_cleanly(proc)
+    cluster.stop_cleanly(api)
 
     history = cluster.poll()
     fault = Fault("redis-kill", killed_at, back_at)
@@ -207,7 +207,7 @@ def test_redis_frozen_for_two_leases_loses_nothing(cluster: Cluster) -> None:
     assert done_at_pause < total, "the freeze came too late to matter"
     cluster.wait_finished(ids, timeout=120)
     for proc in workers:
-        assert stop(proc, signal.SIGTERM) == 0
+        cluster.stop_cleanly(proc)
 
     history = cluster.poll()
     fault = Fault("redis-stop", paused_at, resumed_at)

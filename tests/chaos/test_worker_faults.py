@@ -17,7 +17,7 @@ import pytest
 
 from conveyor.backends.redis._codec import last_lease
 from tests.chaos.helpers import GRACE, LEASE, RECOVERY_BOUND, Cluster, wait_until
-from tests.e2e.harness import Fault, check, stop
+from tests.e2e.harness import Fault, check
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -38,7 +38,7 @@ def test_sigkill_of_one_of_three_workers_loses_nothing(cluster: Cluster) -> None
     done_at_kill = len(cluster.history.finishes)
     cluster.wait_finished(ids, timeout=150)
     drained_at = time.time()
-    assert stop(supervisor, signal.SIGTERM) == 0
+    cluster.stop_cleanly(supervisor)
 
     history = cluster.poll()
     fault = Fault("kill", killed_at, killed_at, victim)
@@ -106,7 +106,7 @@ def test_a_frozen_worker_is_replaced_and_its_late_completion_is_fenced(cluster: 
     cluster.wait_log(names[frozen], refused, timeout=30)
     wait_until(lambda: cluster.job(job_id).get("s") == "completed", 30, "the job to complete")
     for proc in (first, second):
-        assert stop(proc, signal.SIGTERM) == 0
+        cluster.stop_cleanly(proc)
 
     history = cluster.poll()
     latency = float(str(restart["t"])) - stopped_at
@@ -145,7 +145,7 @@ def test_sigterm_finishes_short_jobs_and_hands_the_long_one_over(cluster: Cluste
     code = first.wait(GRACE + 10)
     exited_after = time.time() - term_at
     cluster.wait_finished([long_id, *short_ids], timeout=60)
-    assert stop(second, signal.SIGTERM) == 0
+    cluster.stop_cleanly(second)
 
     history = cluster.poll()
     fault = Fault("term", term_at, term_at + GRACE, first.pid)
