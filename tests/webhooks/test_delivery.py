@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -324,3 +325,35 @@ async def test_submitting_a_literal_private_callback_is_refused() -> None:
         )
         assert ok.status_code == 202
     await app.aclose()
+
+
+async def test_losing_leadership_while_reading_the_feed_ends_the_session_quietly() -> None:
+    """An event read just as the lock is lost is left for the next leader: the session
+    ends with the lost leadership alone, not with an error."""
+    from conveyor.backends.base import Event
+    from conveyor.webhooks.deliverer import _LostLeadership, _only_lost, _Watermark
+
+    deliverer = fast(make_app())
+    mark = _Watermark(None)
+    event = Event("1", "job_completed", "j1", 0.0)
+    mark.add(event.id, settled=False)
+
+    async def lose() -> None:
+        raise _LostLeadership
+
+    async def tail(tg: asyncio.TaskGroup, client: httpx.AsyncClient) -> None:
+        backend = await deliverer.app.backend()
+        with contextlib.suppress(asyncio.CancelledError):  # as a store call may do
+            await asyncio.sleep(10)
+        deliverer._spawn(tg, backend, client, "j1", event, mark)
+
+    async def session(client: httpx.AsyncClient) -> None:
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(lose())
+            tg.create_task(tail(tg, client))
+
+    async with httpx.AsyncClient() as client:
+        with pytest.raises(BaseExceptionGroup) as ended:
+            await session(client)
+    assert _only_lost(ended.value)
+    assert mark.outstanding == 1  # not delivered, not settled: the cursor stays before it

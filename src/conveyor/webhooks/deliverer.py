@@ -279,7 +279,14 @@ class WebhookDeliverer:
                     mark.settle(event.id)
                 self._progress.set()
 
-        tg.create_task(run())
+        delivery = run()
+        try:
+            tg.create_task(delivery)
+        except RuntimeError:
+            # The session is ending (leadership lost, or stopping) while the feed was
+            # being read: the event stays unsettled, so the cursor stays before it and
+            # the next leader delivers it.
+            delivery.close()
 
     # -- one delivery --------------------------------------------------------------------
     async def _handle(
