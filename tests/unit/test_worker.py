@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from conveyor import Conveyor, JobStatus, current_job
-from conveyor.errors import JobFailedError, NonRetryableError, Retry
+from conveyor.errors import BackendUnavailableError, JobFailedError, NonRetryableError, Retry
 from conveyor.loader import load_app
 from conveyor.worker import Worker
 from tests.conftest import running
@@ -469,3 +469,33 @@ async def test_a_fetch_answered_after_its_leases_ran_out_starts_only_what_is_sti
     else:
         assert starts == [handle.id]
         assert (info.status, info.attempts) == (JobStatus.COMPLETED, 1)
+
+
+async def test_a_wait_for_work_that_fails_backs_off_and_work_goes_on(
+    app: Conveyor, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A store that answers fetches but whose wait fails (say a key of the wrong type
+    # written by hand) must not be polled flat out: the wait backs off like a failed
+    # fetch, says why, and jobs still run.
+    @app.task()
+    async def job() -> int:
+        return 1
+
+    backend = await app.backend()
+    store = type(backend)
+    waits: list[float] = []
+
+    async def failing_wait(self: object, queues: object, timeout: float) -> None:
+        waits.append(time.monotonic())
+        raise BackendUnavailableError("store unreachable")
+
+    monkeypatch.setattr(store, "wait_for_work", failing_wait)
+    async with running(Worker(app, concurrency=4)):
+        handle = await job.enqueue()
+        assert await handle.result(timeout=10) == 1
+        while len(waits) < 5:
+            await asyncio.sleep(0.05)
+    # Backing off 0.05, 0.1, 0.2, 0.4 s: five failed waits span at least 0.75 s (a loop
+    # without a pause would fail thousands of times in that while).
+    assert waits[4] - waits[0] >= 0.7
+    assert "fetch failed (store unreachable)" in caplog.text

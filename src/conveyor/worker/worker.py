@@ -199,15 +199,16 @@ class Worker:
                     jobs = await backend.fetch(self.queues, self.id, free, self.lease_seconds)
                     if jobs and time.monotonic() - asked > self.lease_seconds / 2:
                         jobs = await self._still_ours(backend, jobs)
+                    if not jobs:
+                        # A wait that fails backs off like a fetch that fails: a store
+                        # that answers fetches but not waits must not be polled flat out.
+                        await first_of(backend.wait_for_work(self.queues, timeout=1.0), stop_wait)
                 except (ConveyorError, OSError) as exc:
                     logger.warning("fetch failed (%s); retrying in %.2fs", exc, error_delay)
                     await first_of(asyncio.sleep(error_delay), stop_wait)
                     error_delay = min(error_delay * 2, FETCH_RETRY_MAX)
                     continue
                 error_delay = 0.05
-                if not jobs:
-                    await first_of(backend.wait_for_work(self.queues, timeout=1.0), stop_wait)
-                    continue
                 for job in jobs:
                     self._start(job)
         finally:
