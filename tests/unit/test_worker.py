@@ -8,13 +8,16 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 import pytest
 
 from conveyor import Conveyor, JobStatus, current_job
+from conveyor.backends.base import Backend, Outcome, OutcomeKind
 from conveyor.errors import BackendUnavailableError, JobFailedError, NonRetryableError, Retry
 from conveyor.loader import load_app
 from conveyor.worker import Worker
+from conveyor.worker.completer import Completer
 from tests.conftest import running
 
 pytestmark = pytest.mark.timeout(60)
@@ -499,3 +502,31 @@ async def test_a_wait_for_work_that_fails_backs_off_and_work_goes_on(
     # without a pause would fail thousands of times in that while).
     assert waits[4] - waits[0] >= 0.7
     assert "fetch failed (store unreachable)" in caplog.text
+
+
+async def test_an_outcome_whose_submitter_is_cancelled_is_stored_all_the_same() -> None:
+    # A forced shutdown cancels attempts that wait for their outcome to be stored: the
+    # outcome must still reach the store, or a finished job would run again.
+    stored: list[list[Outcome]] = []
+    release = asyncio.Event()
+
+    class SlowStore:
+        async def complete(self, outcomes: list[Outcome]) -> list[bool]:
+            await release.wait()
+            stored.append(list(outcomes))
+            return [True] * len(outcomes)
+
+    completer = Completer(cast(Backend, SlowStore()))
+    completer.start()
+    first = Outcome("a", "w", 1, OutcomeKind.COMPLETED, result=1)
+    second = Outcome("b", "w", 1, OutcomeKind.COMPLETED, result=2)
+    cancelled = asyncio.create_task(completer.submit(first))
+    waiting = asyncio.create_task(completer.submit(second))
+    await asyncio.sleep(0)  # both queued, the first batch is being written
+    cancelled.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await cancelled
+    release.set()
+    assert await waiting is True
+    await completer.aclose()
+    assert [o.job_id for batch in stored for o in batch] == ["a", "b"]

@@ -36,11 +36,16 @@ class Completer:
         self._task = asyncio.create_task(self._flush_forever(), name="conveyor-completer")
 
     async def submit(self, outcome: Outcome) -> bool:
-        """Queue an outcome; return once it is stored (False: the fence refused it)."""
+        """Queue an outcome; return once it is stored (False: the fence refused it).
+
+        Cancelling the caller does not withdraw the outcome: it is stored all the same.
+        """
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._pending.append((outcome, future))
         self._wake.set()
-        return await asyncio.shield(future)
+        # No shield needed: a cancelled caller cancels only its own future, which the
+        # flush skips. (A shield costs a second future and two callbacks per job.)
+        return await future
 
     async def aclose(self) -> None:
         """Write what is buffered, then stop."""
