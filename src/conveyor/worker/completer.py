@@ -30,17 +30,20 @@ class Completer:
         self._pending: list[tuple[Outcome, asyncio.Future[bool]]] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # see Worker._loop
         self.rejected = 0
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._flush_forever(), name="conveyor-completer")
+        self._loop = asyncio.get_running_loop()
+        self._task = self._loop.create_task(self._flush_forever(), name="conveyor-completer")
 
     async def submit(self, outcome: Outcome) -> bool:
         """Queue an outcome; return once it is stored (False: the fence refused it).
 
         Cancelling the caller does not withdraw the outcome: it is stored all the same.
         """
-        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        assert self._loop is not None, "start() first"
+        future: asyncio.Future[bool] = self._loop.create_future()
         self._pending.append((outcome, future))
         self._wake.set()
         # No shield needed: a cancelled caller cancels only its own future, which the

@@ -102,6 +102,9 @@ class Worker:
         self._force = asyncio.Event()
         self._backend: Backend | None = None
         self._completer: Completer | None = None
+        # Taken once: asyncio.get_running_loop() is a getpid() system call on Linux, and
+        # the hot path would make several per job.
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._host = socket.gethostname()
         self._started_at = 0.0
 
@@ -145,6 +148,7 @@ class Worker:
         returned to their queue without counting an attempt.
         """
         backend = self._backend = await self.app.backend()
+        self._loop = asyncio.get_running_loop()
         self._started_at = time.time()
         await self.app.configure_queues()
         completer = self._completer = Completer(backend)
@@ -233,7 +237,8 @@ class Worker:
     def _start(self, job: Job) -> None:
         self.stats.started += 1
         self._leases[job.id] = job.attempts
-        task = asyncio.create_task(self._attempt(job), name=f"conveyor-job-{job.id}")
+        assert self._loop is not None
+        task = self._loop.create_task(self._attempt(job), name=f"conveyor-job-{job.id}")
         self._running[job.id] = (task, job.attempts)
 
     def _on_lost(self, attempts: dict[str, int]) -> None:
@@ -291,16 +296,20 @@ class Worker:
                 retryable=False,
             )
             return self._outcome(job, OutcomeKind.FAILED, error=error)
-        backend = self._backend
+        backend, loop = self._backend, self._loop
         assert backend is not None
-        set_current(JobContext(job, backend.set_progress, asyncio.get_running_loop()))
+        assert loop is not None
+        set_current(JobContext(job, backend.set_progress, loop))
         timed_out = False
         try:
-            async with asyncio.timeout(job.timeout) as scope:
-                try:
-                    result = await self._executors.run(task, job)
-                finally:
-                    timed_out = scope.expired()
+            if job.timeout is None:  # no timer: entering one costs about 2 µs per job
+                result = await self._executors.run(task, job)
+            else:
+                async with asyncio.timeout(job.timeout) as scope:
+                    try:
+                        result = await self._executors.run(task, job)
+                    finally:
+                        timed_out = scope.expired()
             dumps(result, what=f"result of task {task.name!r}")
         except asyncio.CancelledError:
             reason = self._cancel_reasons.get(job.id)
