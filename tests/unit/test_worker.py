@@ -487,17 +487,19 @@ async def test_a_wait_for_work_that_fails_backs_off_and_work_goes_on(
     backend = await app.backend()
     store = type(backend)
     waits: list[float] = []
+    five_failed = asyncio.Event()
 
     async def failing_wait(self: object, queues: object, timeout: float) -> None:
         waits.append(time.monotonic())
+        if len(waits) == 5:
+            five_failed.set()
         raise BackendUnavailableError("store unreachable")
 
     monkeypatch.setattr(store, "wait_for_work", failing_wait)
     async with running(Worker(app, concurrency=4)):
         handle = await job.enqueue()
         assert await handle.result(timeout=10) == 1
-        while len(waits) < 5:
-            await asyncio.sleep(0.05)
+        await asyncio.wait_for(five_failed.wait(), 10)
     # Backing off 0.05, 0.1, 0.2, 0.4 s: five failed waits span at least 0.75 s (a loop
     # without a pause would fail thousands of times in that while).
     assert waits[4] - waits[0] >= 0.7
@@ -522,7 +524,7 @@ async def test_an_outcome_whose_submitter_is_cancelled_is_stored_all_the_same() 
     second = Outcome("b", "w", 1, OutcomeKind.COMPLETED, result=2)
     cancelled = asyncio.create_task(completer.submit(first))
     waiting = asyncio.create_task(completer.submit(second))
-    await asyncio.sleep(0)  # both queued, the first batch is being written
+    await asyncio.sleep(0)  # both submitted: their outcomes are queued
     cancelled.cancel()
     with pytest.raises(asyncio.CancelledError):
         await cancelled
