@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -18,7 +19,7 @@ from conveyor.errors import (
     UnknownTaskError,
     ValidationError,
 )
-from conveyor.job import new_job_id
+from conveyor.job import Job, JobStatus, new_job_id
 from conveyor.loader import load_app
 from conveyor.serialization import dumps, loads
 from conveyor.worker.backoff import retry_delay
@@ -256,3 +257,18 @@ async def test_concurrent_first_use_opens_one_store_connection(tmp_path: Path) -
     again = await app.backend()
     assert again is not first  # closed connections are not handed out again
     await app.aclose()
+
+
+def test_job_copy_matches_dataclasses_replace_field_for_field() -> None:
+    values = {
+        f.name: f"value of {f.name}" if f.name != "status" else JobStatus.RUNNING
+        for f in dataclasses.fields(Job)
+    }
+    job = Job(**values)
+    copied = job.copy(attempts=3, status=JobStatus.PENDING)
+    assert copied == dataclasses.replace(job, attempts=3, status=JobStatus.PENDING)
+    assert copied is not job
+    assert job.attempts == "value of attempts"  # the original is untouched
+    assert job.copy() == job
+    with pytest.raises(AttributeError):
+        job.copy(no_such_field=1)
