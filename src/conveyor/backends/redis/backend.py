@@ -504,7 +504,8 @@ class RedisBackend(
             # (another attempt's outcome is fenced by the record).
             held = self._held_for(o)
             token, task_type = ("", "") if held is None else held[2:]
-            item = [o.job_id, kind, result if kind == "c" else "" if kind == "x" else error]
+            value = {"c": result, "x": ""}.get(kind, error)  # what the record keeps
+            item = [o.job_id, kind, value]
             if kind in ("r", "x") or not token:
                 stream = key_index(k.stream(routes[o.job_id][1]))
                 item += [str(o.attempt), retry_at, str(stream)]
