@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest bench clean
+.PHONY: demo test lint typecheck pytest binaries bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,7 +22,11 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-pytest: $(STAMP)
+# redis-server and chromium: installed with apt-get when run as root, else named.
+binaries:
+	@sh scripts/require-binaries.sh
+
+pytest: $(STAMP) binaries
 	$(BIN)/pytest -q
 
 test: lint typecheck pytest

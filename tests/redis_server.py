@@ -15,7 +15,8 @@ import pytest
 
 MISSING = (
     "redis-server is not installed: the Redis tests need it "
-    "(Debian/Ubuntu: `apt-get install redis-server`; the package also provides redis-cli)"
+    "(Debian/Ubuntu: `apt-get install -y redis-server`, which `make test` runs as root; "
+    "the package also provides redis-cli)"
 )
 
 

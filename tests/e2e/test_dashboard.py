@@ -28,7 +28,8 @@ def chromium() -> str:
     if path is None:
         pytest.fail(
             "chromium is not installed: the dashboard test needs the Debian package "
-            "`chromium` (apt-get install chromium; .ci/run installs it)"
+            "`chromium` (`make test` installs it when run as root; else apt-get install -y "
+            "chromium)"
         )
     return path
 
