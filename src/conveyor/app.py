@@ -274,6 +274,19 @@ class Conveyor:
             ) from None
 
     # -- queues ----------------------------------------------------------------------
+    def declared_queues(self) -> list[str]:
+        """Every queue named in code: ``default``, then those of the tasks, the
+        schedules and :meth:`queue`, in order of first mention.
+
+        A worker given no queues consumes these, so no job the app itself can make
+        waits on a queue nobody reads.
+        """
+        names = ["default"]
+        names += (task.options_.queue for task in self.tasks.values())
+        names += (s.queue for s in self.schedules.values() if s.queue is not None)
+        names += self.queue_options
+        return list(dict.fromkeys(names))
+
     def queue(self, name: str, *, max_length: int | None = None) -> QueueOptions:
         """Declare a queue's options in code.
 

@@ -66,7 +66,9 @@ def _run(coro_fn: Callable[[], Coroutine[Any, Any, None]]) -> None:
     run_async(coro_fn)
 
 
-def _queues(raw: str) -> list[str]:
+def _queues(raw: str | None) -> list[str] | None:
+    if raw is None:
+        return None  # every queue the app declares
     queues = [q.strip() for q in raw.split(",") if q.strip()]
     if not queues:
         raise click.BadParameter("give at least one queue name")
@@ -84,7 +86,10 @@ concurrency_option = click.option(
     help="jobs run at once per worker process",
 )
 queues_option = click.option(
-    "--queues", default="default", show_default=True, help="comma-separated queues to consume"
+    "--queues",
+    default=None,
+    help="comma-separated queues to consume [default: every queue the app's tasks, "
+    "schedules and app.queue() declare, and `default`]",
 )
 no_scheduler_option = click.option(
     "--no-scheduler",
@@ -127,7 +132,7 @@ def run(
     host: str,
     port: int,
     concurrency: int,
-    queues: str,
+    queues: str | None,
     no_scheduler: bool,
 ) -> None:
     """API, dashboard, worker and scheduler in one process (the embedded default)."""
@@ -179,7 +184,7 @@ def api(app_spec: str, url: str | None, host: str, port: int) -> None:
 def worker(
     app_spec: str,
     url: str | None,
-    queues: str,
+    queues: str | None,
     concurrency: int,
     processes: int,
     process_pool: int | None,
@@ -200,11 +205,11 @@ def worker(
             app_spec,
             "--url",
             app.url,
-            "--queues",
-            queues,
             "--concurrency",
             str(concurrency),
         ]
+        if queues is not None:
+            command += ["--queues", queues]
         if process_pool is not None:
             command += ["--process-pool", str(process_pool)]
         if no_scheduler:

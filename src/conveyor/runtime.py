@@ -72,7 +72,7 @@ async def serve(
     scheduler: bool = False,
     host: str = "127.0.0.1",
     port: int = 8000,
-    queues: Sequence[str] = ("default",),
+    queues: Sequence[str] | None = None,
     concurrency: int = 100,
     processes: int | None = None,
     on_ready: Callable[[], None] | None = None,

@@ -49,6 +49,7 @@ async def test_list_shows_counts_settings_and_rate(
         "paused": False,
         "maxLength": None,
         "completedPerMinute": 1,
+        "consumers": 0,
     }
     declared = await _queue(client, "declared")
     assert declared["maxLength"] == 10
@@ -137,6 +138,36 @@ async def test_workers_appear_and_disappear(conveyor: Conveyor, client: httpx.As
         again = (await client.get("/api/v1/workers")).json()["items"][0]
         assert again["lastHeartbeat"] > first_beat  # refreshed by the heartbeat
     assert (await client.get("/api/v1/workers")).json() == {"items": []}  # clean shutdown
+
+
+async def test_consumers_count_live_workers_and_a_job_nobody_consumes_is_logged(
+    conveyor: Conveyor, client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    backend = await conveyor.backend()
+    now = time.time()
+    for worker_id, queues in (("w1", ("default", "cpu")), ("w2", ("default",))):
+        info = WorkerInfo(worker_id, "h", 1, queues, 1, 0, now, now)
+        await backend.register_worker(info, 30)
+    await submit(client, type="add", parameters=[1, 2])  # consumed: no warning
+    await submit(client, type="add", parameters=[1, 2], queue="orphan")
+    consumers = {
+        q["name"]: q["consumers"] for q in (await client.get("/api/v1/queues")).json()["items"]
+    }
+    assert consumers == {"default": 2, "cpu": 1, "orphan": 0}
+
+    def warnings() -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.name == "conveyor.api.consumers"]
+
+    async with asyncio.timeout(5):
+        while not warnings():
+            await asyncio.sleep(0.01)
+    (warning,) = warnings()
+    assert "'orphan'" in warning
+    assert "--queues orphan" in warning
+    await submit(client, type="add", parameters=[1, 2], queue="orphan")  # once a minute
+    await submit(client, type="add", parameters=[1, 2], queue="cpu")
+    await asyncio.sleep(0.05)  # a background check would have run by now
+    assert len(warnings()) == 1
 
 
 async def test_a_dead_worker_expires(conveyor: Conveyor, client: httpx.AsyncClient) -> None:

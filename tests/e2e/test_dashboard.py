@@ -142,6 +142,11 @@ def test_dashboard_renders_jobs_queues_workers_and_schedules(
             },
         )
         assert schedule.status_code == 201, schedule.text
+        stranded = client.post(
+            "/api/v1/jobs",
+            json={"type": "send_email", "parameters": {"to": "a@b.c"}, "queue": "nobody"},
+        )
+        assert stranded.status_code == 202, stranded.text
         assert wait_finished(client, job_id)["status"] == "completed"
         assert wait_finished(client, failed_id)["status"] == "failed"
         worker = client.get("/api/v1/workers").json()["items"][0]
@@ -154,6 +159,9 @@ def test_dashboard_renders_jobs_queues_workers_and_schedules(
     queue = row(tbody(dom, "queues"), "data-queue", "default")
     assert queue.startswith("default"), queue
     shows(queue, "Pause")
+    assert "no worker" not in queue
+    # A queue with jobs and no live consumer is flagged.
+    shows(row(tbody(dom, "queues"), "data-queue", "nobody"), "nobody no worker", "1")
     workers = row(tbody(dom, "workers"), "data-worker", worker["id"])
     shows(workers, worker["host"], f"pid {worker['pid']}", "default")
     # in flight / concurrency (in flight may have moved since the API answered)

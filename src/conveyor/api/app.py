@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from conveyor.api.batching import SubmitBatcher
+from conveyor.api.consumers import ConsumerWatch
 from conveyor.api.errors import JSONResponse, install_error_handlers
 from conveyor.api.events import EventHub
 from conveyor.api.fastpath import SubmitFastPath
@@ -71,6 +72,7 @@ def create_app(conveyor: Conveyor, *, fast_submit: bool = True) -> FastAPI:
     app.state.event_hub = hub
     app.state.parameter_checker = ParameterChecker()
     app.state.submit_batcher = SubmitBatcher(conveyor)
+    app.state.consumer_watch = ConsumerWatch()
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(jobs.router)

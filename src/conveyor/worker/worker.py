@@ -57,7 +57,8 @@ class Worker:
 
     Args:
         app: the application whose tasks and store to use.
-        queues: the queues to consume, highest-priority job first across them.
+        queues: the queues to consume, highest-priority job first across them
+            (default: every queue the app declares, :meth:`Conveyor.declared_queues`).
         concurrency: the most attempts running at once.
         processes: the most process-mode tasks running at once (defaults to CPU count).
         lease_seconds: lease length; defaults to ``CONVEYOR_LEASE_SECONDS``.
@@ -69,7 +70,7 @@ class Worker:
         self,
         app: Conveyor,
         *,
-        queues: Sequence[str] = ("default",),
+        queues: Sequence[str] | None = None,
         concurrency: int = 100,
         processes: int | None = None,
         lease_seconds: float | None = None,
@@ -78,6 +79,8 @@ class Worker:
     ) -> None:
         if concurrency < 1:
             raise ConveyorError("concurrency must be at least 1")
+        if queues is None:
+            queues = app.declared_queues()
         if not queues:
             raise ConveyorError("a worker needs at least one queue")
         self.app = app

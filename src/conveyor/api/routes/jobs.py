@@ -16,6 +16,7 @@ from starlette.responses import Response
 from starlette.types import Scope
 
 from conveyor.api.batching import SubmitBatcher
+from conveyor.api.consumers import ConsumerWatch
 from conveyor.api.deps import backend_errors, get_conveyor, open_backend
 from conveyor.api.errors import JSONResponse, shorten, validation_error
 from conveyor.api.params import ParameterChecker
@@ -105,10 +106,12 @@ async def enqueue_submission(
     submission: SubmitJob,
     idempotency_key: str | None = None,
     batcher: SubmitBatcher | None = None,
+    watch: ConsumerWatch | None = None,
 ) -> EnqueueResult:
     """Check a submission against its task and store the job (or find the existing one).
 
-    With ``batcher``, the job is stored together with concurrent submits (group commit).
+    With ``batcher``, the job is stored together with concurrent submits (group commit);
+    with ``watch``, a job accepted onto a queue no live worker consumes is logged.
 
     Raises:
         UnknownTaskError, InvalidArgumentsError, SerializationError, ValidationError,
@@ -132,8 +135,11 @@ async def enqueue_submission(
     job = task.build_job(args, kwargs, options, time.time())
     with backend_errors():
         if batcher is not None:
-            return await batcher.enqueue(job)
-        (result,) = await conveyor.enqueue_jobs([job])
+            result = await batcher.enqueue(job)
+        else:
+            (result,) = await conveyor.enqueue_jobs([job])
+    if watch is not None and result.created:
+        watch.accepted(await conveyor.backend(), job.queue)
     return result
 
 
@@ -227,7 +233,12 @@ async def submit(
     key = _idempotency_key(idempotency_key, submission)
     conveyor: Conveyor = state.conveyor
     result = await enqueue_submission(
-        conveyor, state.parameter_checker, submission, key, state.submit_batcher
+        conveyor,
+        state.parameter_checker,
+        submission,
+        key,
+        state.submit_batcher,
+        state.consumer_watch,
     )
     stored = result.job
     return JSONResponse(

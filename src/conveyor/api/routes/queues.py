@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Annotated, Any, cast
 
 from fastapi import APIRouter, Depends, Path, Request
 from pydantic import BaseModel, Field
 from starlette.responses import Response
 
+from conveyor.api.consumers import ConsumerWatch
 from conveyor.api.deps import backend_errors, get_conveyor, open_backend
 from conveyor.api.errors import JSONResponse
 from conveyor.api.rates import CompletionRate
@@ -44,6 +46,10 @@ class QueueOut(_Camel):
     completed_per_minute: int = Field(
         description="jobs completed in the last minute, counted from the event feed"
     )
+    consumers: int = Field(
+        description="live workers that consume the queue; 0 with jobs pending means they "
+        "wait until a worker for it starts"
+    )
 
 
 class QueueList(BaseModel):
@@ -58,7 +64,7 @@ def _rates(request: Request) -> CompletionRate:
     return cast(CompletionRate, rate)
 
 
-def _render(q: QueueStats, per_minute: dict[str, int]) -> dict[str, Any]:
+def _render(q: QueueStats, per_minute: dict[str, int], consumers: Counter[str]) -> dict[str, Any]:
     return {
         "name": q.name,
         "pending": q.pending,
@@ -70,33 +76,40 @@ def _render(q: QueueStats, per_minute: dict[str, int]) -> dict[str, Any]:
         "paused": q.paused,
         "maxLength": q.max_length,
         "completedPerMinute": per_minute.get(q.name, 0),
+        "consumers": consumers[q.name],
     }
 
 
-async def _stats(conveyor: Conveyor, backend: Backend) -> dict[str, QueueStats]:
+async def _stats(
+    request: Request, conveyor: Conveyor, backend: Backend
+) -> tuple[dict[str, QueueStats], dict[str, int], Counter[str]]:
+    """Counts by queue (with those declared in code or consumed, still empty), completions
+    in the last minute and live consumers."""
+    watch: ConsumerWatch = request.app.state.consumer_watch
     with backend_errors():
         found = {q.name: q for q in await backend.queue_stats()}
-    for name, options in conveyor.queue_options.items():  # declared in code, still empty
-        found.setdefault(name, QueueStats(name, max_length=options.max_length))
-    return found
+        per_minute = await _rates(request).per_minute(backend)
+        consumers = await watch.consumers(backend)
+    for name in (*conveyor.queue_options, *consumers):
+        options = conveyor.queue_options.get(name)
+        limit = None if options is None else options.max_length
+        found.setdefault(name, QueueStats(name, max_length=limit))
+    return found, per_minute, consumers
 
 
 @router.get("", response_model=QueueList, summary="List queues", responses=_ERRORS)
 async def list_queues(request: Request, conveyor: App) -> Response:
-    """Every queue that holds jobs, is paused or limited, or is declared in code."""
+    """Every queue that holds jobs, is paused or limited, is declared in code or is
+    consumed by a live worker."""
     backend = await open_backend(conveyor)
-    stats = await _stats(conveyor, backend)
-    with backend_errors():
-        per_minute = await _rates(request).per_minute(backend)
-    items = [_render(stats[name], per_minute) for name in sorted(stats)]
+    stats, per_minute, consumers = await _stats(request, conveyor, backend)
+    items = [_render(stats[name], per_minute, consumers) for name in sorted(stats)]
     return JSONResponse({"items": items})
 
 
 async def _one(request: Request, conveyor: App, backend: Backend, name: str) -> Response:
-    stats = await _stats(conveyor, backend)
-    with backend_errors():
-        per_minute = await _rates(request).per_minute(backend)
-    return JSONResponse(_render(stats.get(name) or QueueStats(name), per_minute))
+    stats, per_minute, consumers = await _stats(request, conveyor, backend)
+    return JSONResponse(_render(stats.get(name) or QueueStats(name), per_minute, consumers))
 
 
 @router.post("/{name}/pause", response_model=QueueOut, summary="Pause a queue", responses=_ERRORS)

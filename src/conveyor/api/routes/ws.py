@@ -25,6 +25,7 @@ import orjson
 from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketDisconnect, WebSocketDisconnected
 
+from conveyor.api.consumers import ConsumerWatch
 from conveyor.api.deps import backend_errors
 from conveyor.api.errors import _conveyor_error, shorten
 from conveyor.api.events import (
@@ -101,6 +102,7 @@ async def jobs_socket(websocket: WebSocket) -> None:
         cast(ParameterChecker, state.parameter_checker),
         hub,
         subscription,
+        cast(ConsumerWatch, state.consumer_watch),
     )
     await session.run()
 
@@ -116,8 +118,10 @@ class JobSocket:
         checker: ParameterChecker,
         hub: EventHub,
         subscription: Subscription,
+        watch: ConsumerWatch | None = None,
     ) -> None:
         self.websocket = websocket
+        self.watch = watch
         self.conveyor = conveyor
         self.checker = checker
         self.hub = hub
@@ -278,7 +282,7 @@ class JobSocket:
         self._check_room(None)  # before storing: refuse, not accept and then not follow
         before = self.hub.cursor
         result = await enqueue_submission(
-            self.conveyor, self.checker, submission, submission.idempotency_key
+            self.conveyor, self.checker, submission, submission.idempotency_key, watch=self.watch
         )
         job = result.job
         # Follow the job before anything else can run, and note where its live events
