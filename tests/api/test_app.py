@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -96,6 +97,25 @@ async def test_store_failures_answer_503(
     assert response.headers["retry-after"] == "5"
     assert "Traceback" not in response.text
     assert error["message"]
+
+
+async def test_a_deleted_sqlite_file_answers_503_and_accepts_nothing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = make_conveyor()
+    app.settings = app.settings.replace(url=f"sqlite:///{tmp_path / 'api.db'}")
+    transport = httpx.ASGITransport(app=create_app(app))
+    client = httpx.AsyncClient(transport=transport, base_url="http://test")
+    await submit(client, type="add", parameters=[1, 2])
+    for name in ("api.db", "api.db-wal", "api.db-shm"):
+        (tmp_path / name).unlink(missing_ok=True)
+    response = await client.post("/api/v1/jobs", json={"type": "add", "parameters": [3, 4]})
+    assert_error(response, 503, "UNAVAILABLE")
+    assert any("api.db was deleted" in r.getMessage() for r in caplog.records), caplog.text
+    assert (await client.get("/readyz")).status_code == 503
+    assert not (tmp_path / "api.db").exists()  # nothing recreated an empty file either
+    await client.aclose()
+    await app.aclose()
 
 
 async def test_queue_full_answers_429(

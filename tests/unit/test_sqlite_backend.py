@@ -142,6 +142,47 @@ async def test_a_closed_store_refuses_work(url: str) -> None:
         await store.fetch(["default"], "w", 1, 30)
 
 
+@pytest.mark.parametrize("how", ["deleted", "replaced"])
+async def test_a_file_deleted_or_replaced_under_the_store_stops_it(
+    backend: SQLiteBackend, url: str, tmp_path: Path, how: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "store.db"
+    await backend.enqueue([job()], idempotency_ttl=60)
+    if how == "deleted":
+        for name in ("store.db", "store.db-wal", "store.db-shm"):
+            (tmp_path / name).unlink(missing_ok=True)
+    else:
+        other = SQLiteBackend(f"sqlite:///{tmp_path / 'other.db'}")
+        await other.open()
+        await other.aclose()
+        (tmp_path / "other.db").replace(path)
+    # Nothing more is acknowledged into a file no other process can open: not this
+    # enqueue, not a fetch, not any later call.
+    with pytest.raises(BackendUnavailableError, match=f"was {how}"):
+        await backend.enqueue([job()], idempotency_ttl=60)
+    with pytest.raises(BackendUnavailableError, match=f"was {how}"):
+        await backend.fetch(["default"], "w", 10, 30)
+    with pytest.raises(BackendUnavailableError):
+        await backend.ping()
+    (error,) = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert str(path) in error.getMessage()
+    assert "restart" in error.getMessage()
+
+
+async def test_a_write_is_not_acknowledged_when_the_file_goes_during_it(
+    backend: SQLiteBackend, tmp_path: Path
+) -> None:
+    # The file is deleted while a transaction runs: its caller gets an error, never a
+    # result that claims the write was stored.
+    def delete_then_write(conn: sqlite3.Connection) -> str:
+        (tmp_path / "store.db").unlink()
+        conn.execute("INSERT INTO events (type, job_id, at, data) VALUES ('x', 'y', 0, '{}')")
+        return "stored"
+
+    with pytest.raises(BackendUnavailableError, match="was deleted"):
+        await backend._run(delete_then_write)
+
+
 async def test_jobs_survive_reopening(url: str) -> None:
     first = SQLiteBackend(url)
     stored = job(args=[{"deep": [1, 2]}], idempotency_key="k")

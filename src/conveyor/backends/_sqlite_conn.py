@@ -117,6 +117,37 @@ def connect(options: SQLiteOptions) -> sqlite3.Connection:
     return conn
 
 
+@dataclass(frozen=True, slots=True)
+class FileIdentity:
+    """The file a path named when the store opened it."""
+
+    device: int
+    inode: int
+
+    @classmethod
+    def of(cls, path: str) -> FileIdentity:
+        st = os.stat(path)
+        return cls(st.st_dev, st.st_ino)
+
+
+def moved_away(path: str, identity: FileIdentity) -> str | None:
+    """How ``path`` stopped naming the file the store opened (deleted, replaced), or
+    None while it still does.
+
+    A connection keeps writing into a deleted or replaced file, where no other process
+    (and no restart) will ever find what it wrote.
+    """
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return "was deleted"
+    except OSError:
+        return None  # cannot tell (a permission change, say): the next check will
+    if (st.st_dev, st.st_ino) != (identity.device, identity.inode):
+        return "was replaced by another file"
+    return None
+
+
 def transaction(conn: sqlite3.Connection, fn: Callable[[], T]) -> T:
     """Run ``fn`` in one write transaction on ``conn``: commit, or roll back on error."""
     # IMMEDIATE takes the write lock up front: a deferred transaction that reads and then

@@ -26,6 +26,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import functools
+import logging
 import os
 import sqlite3
 import time
@@ -44,8 +45,10 @@ from conveyor.backends._common import (
     reset_for_retry,
 )
 from conveyor.backends._sqlite_conn import (
+    FileIdentity,
     SQLiteOptions,
     connect,
+    moved_away,
     parse_sqlite_url,
     subscribe,
     transaction,
@@ -90,6 +93,8 @@ T = TypeVar("T")
 
 __all__ = ["SQLiteBackend", "SQLiteOptions", "parse_sqlite_url"]
 
+logger = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True, slots=True)
 class _Probe:
@@ -133,6 +138,9 @@ class SQLiteBackend(
         self._clock = clock
         self._poll = poll_interval
         self._conn: sqlite3.Connection | None = None
+        self._identity: FileIdentity | None = None
+        #: Why this instance stopped using its file, once it has.
+        self._lost: str | None = None
         self._closed = False
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="conveyor-sqlite"
@@ -145,10 +153,36 @@ class SQLiteBackend(
     def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         if self._closed:
             raise BackendUnavailableError(f"SQLite store {self.path} is closed")
+        if self._lost is not None:
+            raise BackendUnavailableError(self._lost)
         if self._conn is None:
             self._conn = connect(self.options)
+            self._identity = FileIdentity.of(self.path)
+        self._check_file()
+        result = self._guarded(fn, self._conn)
+        # Checked again before the caller sees the result: a write into a deleted or
+        # replaced file must never be acknowledged.
+        self._check_file()
+        return result
+
+    def _check_file(self) -> None:
+        assert self._identity is not None
+        how = moved_away(self.path, self._identity)
+        if how is None:
+            return
+        self._lost = (
+            f"SQLite store {self.path} {how} while this process had it open: this process "
+            "stops using it (restart it to open the file now at that path)"
+        )
+        logger.error("%s", self._lost)
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        raise BackendUnavailableError(self._lost)
+
+    def _guarded(self, fn: Callable[[sqlite3.Connection], T], conn: sqlite3.Connection) -> T:
         try:
-            return fn(self._conn)
+            return fn(conn)
         except sqlite3.IntegrityError as exc:
             raise ConflictError(f"SQLite store {self.path}: {exc}") from exc
         except sqlite3.OperationalError as exc:  # locked past the timeout, disk full, I/O
@@ -192,13 +226,13 @@ class SQLiteBackend(
         if self._closed:
             return
 
-        def close(conn: sqlite3.Connection) -> None:
-            conn.close()
-            self._conn = None
+        def close() -> None:  # not through _call: closing needs no checks
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
 
         try:
-            if self._conn is not None:
-                await self._run(close)
+            await asyncio.get_running_loop().run_in_executor(self._executor, close)
         finally:
             self._closed = True
             self._executor.shutdown(wait=False)
