@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -181,6 +182,38 @@ async def test_a_write_is_not_acknowledged_when_the_file_goes_during_it(
 
     with pytest.raises(BackendUnavailableError, match="was deleted"):
         await backend._run(delete_then_write)
+
+
+async def test_a_full_disk_shrinks_the_claim_batch_until_space_returns(
+    backend: SQLiteBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A claim's transaction needs WAL space in proportion to the jobs it claims: here
+    # the disk holds a claim of at most `room` jobs.
+    room = [8.0]
+    asked: list[int] = []
+    claim = SQLiteBackend._fetch_tx
+
+    def tight_disk(self: SQLiteBackend, conn: sqlite3.Connection, *args: Any) -> list[Job]:
+        limit = args[2]
+        asked.append(limit)
+        if limit > room[0]:
+            full = sqlite3.OperationalError("database or disk is full")
+            full.sqlite_errorcode = sqlite3.SQLITE_FULL  # type: ignore[attr-defined]
+            raise full
+        return claim(self, conn, *args)
+
+    monkeypatch.setattr(SQLiteBackend, "_fetch_tx", tight_disk)
+    await backend.enqueue([job() for _ in range(300)], idempotency_ttl=60)
+    claimed: list[int] = []
+    for _ in range(4):
+        with pytest.raises(BackendUnavailableError, match="full"):
+            await backend.fetch(["default"], "w", 100, 30)
+    claimed.append(len(await backend.fetch(["default"], "w", 100, 30)))
+    assert asked == [100, 50, 25, 12, 6]
+    room[0] = float("inf")  # space returns: the batch grows back to what is asked
+    for _ in range(6):
+        claimed.append(len(await backend.fetch(["default"], "w", 100, 30)))
+    assert claimed == [6, 12, 24, 48, 96, 100, 14]
 
 
 async def test_jobs_survive_reopening(url: str) -> None:

@@ -96,6 +96,11 @@ __all__ = ["SQLiteBackend", "SQLiteOptions", "parse_sqlite_url"]
 logger = logging.getLogger(__name__)
 
 
+def _disk_full(exc: BaseException) -> bool:
+    cause = exc.__cause__
+    return getattr(cause, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+
+
 @dataclass(frozen=True, slots=True)
 class _Probe:
     version: int
@@ -139,6 +144,8 @@ class SQLiteBackend(
         self._poll = poll_interval
         self._conn: sqlite3.Connection | None = None
         self._identity: FileIdentity | None = None
+        #: The most jobs one claim takes while the disk is (or lately was) full.
+        self._claim_cap: int | None = None
         #: Why this instance stopped using its file, once it has.
         self._lost: str | None = None
         self._closed = False
@@ -305,19 +312,32 @@ class SQLiteBackend(
         if limit <= 0 or not queues:
             return []
         names = list(dict.fromkeys(queues))
+        cap = self._claim_cap
+        take = limit if cap is None else min(limit, cap)
 
         def run(conn: sqlite3.Connection) -> list[Job]:
             return transaction(
-                conn, lambda: self._fetch_tx(conn, names, worker_id, limit, lease_seconds)
+                conn, lambda: self._fetch_tx(conn, names, worker_id, take, lease_seconds)
             )
 
-        return await claim_or_give_back(
-            self._submit(run),
-            worker_id,
-            lambda outcomes: self._executor.submit(
-                self._call, lambda conn: self._complete_in_thread(conn, outcomes)
-            ),
-        )
+        try:
+            jobs = await claim_or_give_back(
+                self._submit(run),
+                worker_id,
+                lambda outcomes: self._executor.submit(
+                    self._call, lambda conn: self._complete_in_thread(conn, outcomes)
+                ),
+            )
+        except BackendUnavailableError as exc:
+            if _disk_full(exc):
+                # One claim is one transaction, and its WAL frames must fit on the disk
+                # at once (claiming 100 jobs with 100 KB of arguments each rewrites
+                # ~10 MB): claim fewer until space returns, or the worker never fetches.
+                self._claim_cap = max(1, take // 2)
+            raise
+        if cap is not None:
+            self._claim_cap = None if cap * 2 >= limit else cap * 2
+        return jobs
 
     def _fetch_tx(
         self,
