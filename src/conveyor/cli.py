@@ -18,7 +18,7 @@ from conveyor.app import Conveyor
 from conveyor.backends.base import JobFilter
 from conveyor.errors import ConveyorError, JobFailedError
 from conveyor.job import Job, JobStatus
-from conveyor.serialization import dumps, loads
+from conveyor.serialization import dumps, loads_input
 from conveyor.settings import DEFAULT_URL, Settings
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -281,9 +281,9 @@ def enqueue(
     """Enqueue one job and print its id (or, with --wait, its result)."""
     app = _load(app_spec, url)
     try:
-        parameters = loads(params)
-    except ConveyorError:
-        raise click.BadParameter("must be valid JSON", param_hint="--params") from None
+        parameters = loads_input(params, what="--params")
+    except ConveyorError as exc:
+        raise click.BadParameter(str(exc), param_hint="--params") from None
     if isinstance(parameters, dict):
         args, kwargs = [], parameters
     elif isinstance(parameters, list):

@@ -31,3 +31,8 @@ def refuse() -> None:
 @app.task(mode="process", retries=0)
 def die() -> None:
     os._exit(3)
+
+
+@app.task(mode="process", retries=3)
+def not_a_number() -> float:
+    return float("nan")

@@ -19,7 +19,7 @@ import signal
 from multiprocessing.process import BaseProcess
 from typing import Any
 
-from conveyor.errors import ConfigurationError, NonRetryableError
+from conveyor.errors import ConfigurationError, NonRetryableError, SerializationError
 from conveyor.serialization import dumps, loads
 
 
@@ -65,17 +65,25 @@ def _child_main(conn: multiprocessing.connection.Connection, app_spec: str | Non
             result = fn(*request["args"], **request["kwargs"])
             if inspect.isawaitable(result):
                 result = asyncio.run(_await(result))
-            reply = dumps({"ok": True, "result": result}, what="result")
         except BaseException as exc:  # report everything; the child must keep serving
-            reply = dumps(
-                {
-                    "ok": False,
-                    "type": f"{type(exc).__module__}.{type(exc).__qualname__}",
-                    "message": str(exc) or type(exc).__name__,
-                    "retryable": not isinstance(exc, NonRetryableError),
-                }
-            )
+            reply = _error_reply(exc, retryable=not isinstance(exc, NonRetryableError))
+        else:
+            try:
+                reply = dumps({"ok": True, "result": result}, what="result")
+            except SerializationError as exc:  # another attempt would return the same
+                reply = _error_reply(exc, retryable=False)
         conn.send_bytes(reply)
+
+
+def _error_reply(exc: BaseException, *, retryable: bool) -> bytes:
+    return dumps(
+        {
+            "ok": False,
+            "type": f"{type(exc).__module__}.{type(exc).__qualname__}",
+            "message": str(exc) or type(exc).__name__,
+            "retryable": retryable,
+        }
+    )
 
 
 async def _await(awaitable: Any) -> Any:
