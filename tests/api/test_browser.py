@@ -22,9 +22,9 @@ from conveyor.api.browser import SameOriginMiddleware, host_allowed, same_origin
 from conveyor.backends.base import JobFilter
 from conveyor.job import JobStatus
 
+from . import test_events
 from .conftest import assert_error, make_conveyor
-from .test_events import make_conveyor as make_live_conveyor
-from .test_events import serving
+from .test_events import Live
 from .test_middleware import Recorder
 
 JOBS = "/api/v1/jobs"
@@ -32,6 +32,8 @@ ADD = {"type": "add", "parameters": [1, 2]}
 EVIL = "https://evil.example"
 #: The host and origin a browser shows the dashboard at (README, ``make demo``).
 LOCAL = "localhost:8000"
+#: A real server on a loopback port, with the product's defaults.
+memory_live = test_events.memory_live
 SCHEDULE = {"id": "nightly", "type": "add", "parameters": [1, 2], "interval": 60}
 
 
@@ -206,22 +208,17 @@ async def test_the_origin_check_holds_with_tokens() -> None:
         assert await job_ids(app) == []
 
 
-async def test_a_websocket_from_a_foreign_origin_is_refused() -> None:
-    conveyor = make_live_conveyor("memory://")
-    try:
-        async with serving(conveyor) as live:
-            url = f"ws://127.0.0.1:{live.port}/ws/jobs"
-            for origin in (EVIL, "null", f"http://localhost:{live.port + 1}"):
-                with pytest.raises(InvalidStatus) as refused:
-                    async with connect(url, origin=origin):  # type: ignore[arg-type]
-                        pass
-                assert refused.value.response.status_code == 403
-            own = f"http://127.0.0.1:{live.port}"
-            async with connect(url, origin=own) as ws:  # type: ignore[arg-type]
-                await ws.send('{"type": "ping"}')
-                assert await ws.recv() == '{"type":"pong"}'
-    finally:
-        await conveyor.aclose()
+async def test_a_websocket_from_a_foreign_origin_is_refused(memory_live: Live) -> None:
+    url = f"ws://127.0.0.1:{memory_live.port}/ws/jobs"
+    for origin in (EVIL, "null", f"http://localhost:{memory_live.port + 1}"):
+        with pytest.raises(InvalidStatus) as refused:
+            async with connect(url, origin=origin):  # type: ignore[arg-type]
+                pass
+        assert refused.value.response.status_code == 403
+    own = f"http://127.0.0.1:{memory_live.port}"
+    async with connect(url, origin=own) as ws:  # type: ignore[arg-type]
+        await ws.send('{"type": "ping"}')
+        assert await ws.recv() == '{"type":"pong"}'
 
 
 # -- Host ---------------------------------------------------------------------------------
@@ -236,20 +233,13 @@ async def test_a_foreign_host_is_refused_without_tokens(
     assert error["details"] == {"host": host}
 
 
-async def test_a_rebound_name_cannot_read_a_live_server() -> None:
+async def test_a_rebound_name_cannot_read_a_live_server(memory_live: Live) -> None:
     # DNS rebinding: the browser connects to 127.0.0.1 but names the attacker's host.
-    conveyor = make_live_conveyor("memory://")
-    try:
-        async with (
-            serving(conveyor) as live,
-            httpx.AsyncClient(base_url=live.base_url, timeout=10) as client,
-        ):
-            job_id = await submitted(client)
-            rebound = {"Host": f"rebind.evil.example:{live.port}"}
-            assert_error(await client.get(f"{JOBS}/{job_id}", headers=rebound), 403, "FORBIDDEN")
-            assert (await client.get(f"{JOBS}/{job_id}")).status_code == 200
-    finally:
-        await conveyor.aclose()
+    async with httpx.AsyncClient(base_url=memory_live.base_url, timeout=10) as client:
+        job_id = await submitted(client)
+        rebound = {"Host": f"rebind.evil.example:{memory_live.port}"}
+        assert_error(await client.get(f"{JOBS}/{job_id}", headers=rebound), 403, "FORBIDDEN")
+        assert (await client.get(f"{JOBS}/{job_id}")).status_code == 200
 
 
 @pytest.mark.parametrize(
@@ -302,28 +292,21 @@ async def test_a_websocket_under_a_foreign_host_is_refused() -> None:
 
 
 # -- what keeps working -------------------------------------------------------------------
-async def test_the_readme_curl_example_still_works() -> None:
+async def test_the_readme_curl_example_still_works(memory_live: Live) -> None:
     # curl -si -X POST localhost:8000/api/v1/jobs -H 'content-type: application/json' -d ...
-    conveyor = make_live_conveyor("memory://")
-    try:
-        async with (
-            serving(conveyor) as live,
-            httpx.AsyncClient(base_url=live.base_url, timeout=10) as client,
-        ):
-            headers = {
-                "Host": f"localhost:{live.port}",
-                "User-Agent": "curl/8.5.0",
-                "Accept": "*/*",
-                "content-type": "application/json",
-            }
-            body = b'{"type": "echo", "parameters": {"value": "https://example.com/cat.png"}}'
-            response = await client.post(JOBS, content=body, headers=headers)
-            assert response.status_code == 202, response.text
-            assert response.headers["location"] == f"{JOBS}/{response.json()['jobId']}"
-            polled = await client.get(response.headers["location"], headers=headers)
-            assert polled.json()["status"] == "pending"
-    finally:
-        await conveyor.aclose()
+    headers = {
+        "Host": f"localhost:{memory_live.port}",
+        "User-Agent": "curl/8.5.0",
+        "Accept": "*/*",
+        "content-type": "application/json",
+    }
+    body = b'{"type": "echo", "parameters": {"value": "https://example.com/cat.png"}}'
+    async with httpx.AsyncClient(base_url=memory_live.base_url, timeout=10) as client:
+        response = await client.post(JOBS, content=body, headers=headers)
+        assert response.status_code == 202, response.text
+        assert response.headers["location"] == f"{JOBS}/{response.json()['jobId']}"
+        polled = await client.get(response.headers["location"], headers=headers)
+        assert polled.json()["status"] == "pending"
 
 
 # -- the pieces ---------------------------------------------------------------------------
