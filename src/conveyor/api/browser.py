@@ -9,8 +9,9 @@ before they reach the app:
 - **Host**, while no bearer tokens are set: the ``Host`` header must name this server:
   ``localhost`` (or a name under ``.localhost``), an IP address, the name the server was
   bound to, or a name in ``allowed_hosts``. A rebinding page's requests carry the
-  attacker's name; an IP address cannot be rebound. With tokens, auth protects instead,
-  and any Host (a proxy's, a load balancer's) is fine.
+  attacker's name; an IP address cannot be rebound. A request with no ``Host`` at all
+  (HTTP/1.0) is not a browser's. With tokens, auth protects instead, and any Host (a
+  proxy's, a load balancer's) is fine.
 - **Origin**, always: a state-changing request (any method but GET, HEAD and OPTIONS) or
   a WebSocket handshake that carries an ``Origin`` must come from the server's own origin
   (the one the request's ``Host`` names) or one listed in ``allowed_origins``;
@@ -26,6 +27,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Sequence
+from functools import lru_cache
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -74,7 +76,10 @@ def _normalized_host(entry: str) -> str:
     return entry if split is None else split[0]
 
 
-def host_allowed(host: str, allowed: Sequence[str]) -> bool:
+# Cached: a server sees a handful of Host and Origin values, and the hot submit path
+# should not parse them again on every request.
+@lru_cache(maxsize=1024)
+def host_allowed(host: str, allowed: tuple[str, ...]) -> bool:
     """Whether a ``Host`` header names this server.
 
     Args:
@@ -94,6 +99,7 @@ def host_allowed(host: str, allowed: Sequence[str]) -> bool:
     )
 
 
+@lru_cache(maxsize=1024)
 def same_origin(origin: str, host: str | None) -> bool:
     """Whether ``origin`` is the origin ``host`` names (scheme aside: a proxy may end TLS).
 
@@ -109,9 +115,15 @@ def same_origin(origin: str, host: str | None) -> bool:
     return theirs[0] == ours[0] and (theirs[1] or default) == (ours[1] or default)
 
 
-def _header(scope: Scope, name: bytes) -> list[str]:
-    # Latin-1, as Starlette decodes headers.
-    return [v.decode("latin-1") for k, v in scope.get("headers", ()) if k == name]
+def _host_and_origins(scope: Scope) -> tuple[list[bytes], list[bytes]]:
+    hosts: list[bytes] = []
+    origins: list[bytes] = []
+    for name, value in scope.get("headers", ()):
+        if name == b"host":
+            hosts.append(value)
+        elif name == b"origin":
+            origins.append(value)
+    return hosts, origins
 
 
 class SameOriginMiddleware:
@@ -147,22 +159,20 @@ class SameOriginMiddleware:
 
     def _refusal(self, scope: Scope) -> tuple[str, dict[str, str]] | None:
         """Why this request is refused (message and details), or ``None``."""
-        hosts = _header(scope, b"host")
+        hosts, origins = _host_and_origins(scope)
         if len(hosts) > 1:
             return "more than one Host header", {}
-        host = hosts[0] if hosts else None
+        # Latin-1, as Starlette decodes headers.
+        host = hosts[0].decode("latin-1") if hosts else None
         if self._hosts is not None and host is not None and not host_allowed(host, self._hosts):
             return (
                 f"host {shorten(host)!r} is not allowed; add it to CONVEYOR_ALLOWED_HOSTS "
                 "or set CONVEYOR_API_TOKENS",
                 {"host": shorten(host)},
             )
-        if scope["type"] == "http" and scope["method"] in SAFE_METHODS:
+        if not origins or (scope["type"] == "http" and scope["method"] in SAFE_METHODS):
             return None
-        origins = _header(scope, b"origin")
-        if not origins:
-            return None
-        origin = origins[0].strip().lower().rstrip("/")
+        origin = origins[0].decode("latin-1").strip().lower().rstrip("/")
         if len(origins) == 1 and (
             ANY in self._origins or origin in self._origins or same_origin(origin, host)
         ):
