@@ -91,6 +91,11 @@ queues_option = click.option(
     help="comma-separated queues to consume [default: every queue the app's tasks, "
     "schedules and app.queue() declare, and `default`]",
 )
+insecure_option = click.option(
+    "--insecure-no-auth",
+    is_flag=True,
+    help="serve without auth on a non-loopback --host (see CONVEYOR_API_TOKENS)",
+)
 no_scheduler_option = click.option(
     "--no-scheduler",
     is_flag=True,
@@ -111,10 +116,17 @@ def main(log_level: str) -> None:
     _configure_logging(log_level)
 
 
-def _serve(app: Conveyor, **kwargs: Any) -> None:
+def _serve(app: Conveyor, banner: str | None = None, **kwargs: Any) -> None:
+    """Serve ``app``; ``banner`` goes to stderr once the checks have passed."""
     from conveyor.runtime import serve
 
-    _run(lambda: serve(app, **kwargs))
+    on_ready = None if banner is None else lambda: click.echo(banner, err=True)
+    _run(lambda: serve(app, on_ready=on_ready, **kwargs))
+
+
+def _allow_insecure(app: Conveyor, insecure_no_auth: bool) -> None:
+    if insecure_no_auth:
+        app.settings = app.settings.replace(allow_insecure_no_auth=True)
 
 
 @main.command()
@@ -125,6 +137,7 @@ def _serve(app: Conveyor, **kwargs: Any) -> None:
 @concurrency_option
 @queues_option
 @no_scheduler_option
+@insecure_option
 @_friendly
 def run(
     app_spec: str,
@@ -134,12 +147,14 @@ def run(
     concurrency: int,
     queues: str | None,
     no_scheduler: bool,
+    insecure_no_auth: bool,
 ) -> None:
     """API, dashboard, worker and scheduler in one process (the embedded default)."""
     app = _load(app_spec, url)
-    click.echo(f"Conveyor on http://{host}:{port}  (store: {app.url})", err=True)
+    _allow_insecure(app, insecure_no_auth)
     _serve(
         app,
+        f"Conveyor on http://{host}:{port}  (store: {app.url})",
         host=host,
         port=port,
         concurrency=concurrency,
@@ -153,12 +168,14 @@ def run(
 @url_option
 @host_option
 @port_option
+@insecure_option
 @_friendly
-def api(app_spec: str, url: str | None, host: str, port: int) -> None:
+def api(app_spec: str, url: str | None, host: str, port: int, insecure_no_auth: bool) -> None:
     """The HTTP API alone."""
     app = _load(app_spec, url)
-    click.echo(f"Conveyor API on http://{host}:{port}  (store: {app.url})", err=True)
-    _serve(app, worker=False, host=host, port=port)
+    _allow_insecure(app, insecure_no_auth)
+    banner = f"Conveyor API on http://{host}:{port}  (store: {app.url})"
+    _serve(app, banner, worker=False, host=host, port=port)
 
 
 @main.command()
@@ -240,19 +257,20 @@ def scheduler(app_spec: str, url: str | None) -> None:
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @port_option
+@insecure_option
 @_friendly
-def demo(host: str, port: int) -> None:
+def demo(host: str, port: int, insecure_no_auth: bool) -> None:
     """Run the demo app (API, dashboard and worker) on SQLite at ./conveyor.db."""
     app = _load("conveyor.demo:app", os.environ.get("CONVEYOR_URL") or DEFAULT_URL)
-    click.echo(
+    _allow_insecure(app, insecure_no_auth)
+    banner = (
         f"Conveyor demo on http://{host}:{port}  (store: {app.url})\n"
         f"  submit: curl -s -X POST http://{host}:{port}/api/v1/jobs "
         "-H 'content-type: application/json' "
         '-d \'{"type": "resize_image", "parameters": {"url": "https://example.com/cat.png"}}\'\n'
-        f"  docs:   http://{host}:{port}/docs",
-        err=True,
+        f"  docs:   http://{host}:{port}/docs"
     )
-    _serve(app, host=host, port=port, scheduler=True)
+    _serve(app, banner, host=host, port=port, scheduler=True)
 
 
 @main.command()
@@ -283,7 +301,7 @@ def enqueue(
     try:
         parameters = loads_input(params, what="--params")
     except ConveyorError as exc:
-        raise click.BadParameter(str(exc), param_hint="--params") from None
+        raise click.BadParameter(f"must be valid JSON: {exc}", param_hint="--params") from None
     if isinstance(parameters, dict):
         args, kwargs = [], parameters
     elif isinstance(parameters, list):

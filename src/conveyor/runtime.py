@@ -10,12 +10,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import ipaddress
 import logging
 import signal
 from collections.abc import Callable, Coroutine, Generator, Sequence
 from typing import Any
 
 from conveyor.app import Conveyor
+from conveyor.errors import ConfigurationError
 from conveyor.scheduling.scheduler import Scheduler
 from conveyor.webhooks import WebhookDeliverer
 from conveyor.worker import Worker
@@ -34,12 +36,42 @@ def run_async(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
         runner.run(main())
 
 
+def is_loopback(host: str) -> bool:
+    """Whether binding ``host`` reaches this machine only: ``localhost`` or a loopback
+    address. Any other name counts as reachable from outside (it is not resolved)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    mapped = getattr(address, "ipv4_mapped", None)  # ::ffff:127.0.0.1
+    return address.is_loopback or (mapped is not None and mapped.is_loopback)
+
+
+def check_exposure(app: Conveyor, host: str) -> None:
+    """Refuse to serve the API without auth on an address other machines can reach.
+
+    Raises:
+        ConfigurationError: ``host`` is not loopback, no ``CONVEYOR_API_TOKENS`` are
+            set and ``CONVEYOR_ALLOW_INSECURE_NO_AUTH`` is off; one line naming both.
+    """
+    settings = app.settings
+    if settings.api_tokens or settings.allow_insecure_no_auth or is_loopback(host):
+        return
+    raise ConfigurationError(
+        f"refusing to serve the API on {host} without auth: set CONVEYOR_API_TOKENS, "
+        "bind a loopback address, or allow it with --insecure-no-auth "
+        "(CONVEYOR_ALLOW_INSECURE_NO_AUTH=1)"
+    )
+
+
 def _make_server(app: Conveyor, host: str, port: int) -> Any:
     import uvicorn
 
     from conveyor.api import create_app
 
-    api = create_app(app)
+    api = create_app(app, bind_host=host)
 
     class _Server(uvicorn.Server):
         @contextlib.contextmanager
@@ -78,7 +110,14 @@ async def serve(
     on_ready: Callable[[], None] | None = None,
 ) -> None:
     """Serve until SIGTERM/SIGINT: the HTTP API, a worker and a scheduler replica, in any
-    combination, in one process."""
+    combination, in one process.
+
+    Raises:
+        ConfigurationError: the API would listen on a non-loopback ``host`` with no auth
+            (see :func:`check_exposure`); nothing has started.
+    """
+    if api:
+        check_exposure(app, host)
     # Fail fast with a clear message when the store cannot be opened.
     backend = await app.backend()
     await backend.ping()

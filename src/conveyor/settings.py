@@ -42,6 +42,9 @@ class Settings:
     api_tokens: tuple[str, ...] = field(default=(), repr=False)
     max_body_bytes: int = 1_048_576
     webhook_allow_private: bool = False
+    allowed_origins: tuple[str, ...] = ()
+    allowed_hosts: tuple[str, ...] = ()
+    allow_insecure_no_auth: bool = False
     poll_interval_seconds: float = 0.02
 
     def __post_init__(self) -> None:

@@ -17,9 +17,15 @@ from conveyor.job import Job
 MakeClient = Callable[..., Awaitable[httpx.AsyncClient]]
 
 
+#: The names in-process clients send as ``Host`` (httpx's base URLs here, Starlette's
+#: and schemathesis's test client); allowed as a deployment would allow its own name.
+TEST_HOSTS = ("test", "t", "testserver")
+
+
 def make_conveyor(**settings: Any) -> Conveyor:
     """An app with tasks of several signatures; never reads the environment."""
-    app = Conveyor(settings=Settings(url="memory://", **settings))
+    settings = {"url": "memory://", "allowed_hosts": TEST_HOSTS, **settings}
+    app = Conveyor(settings=Settings(**settings))
 
     @app.task()
     async def add(a: int, b: int) -> int:

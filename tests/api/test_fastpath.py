@@ -146,23 +146,31 @@ CASES: list[Case] = [
     ("deep nesting", lambda: raw(DEEP), True),
     ("duplicate keys", lambda: raw(b'{"type": "nope", "type": "add", "parameters": [1, 2]}'), True),
     # content types
-    ("no content type", lambda: raw(PLAIN, None), True),
+    # refused by the JSON body middleware before either path
+    ("no content type", lambda: raw(PLAIN, None), False),
     ("json charset", lambda: raw(PLAIN, "application/json; charset=utf-8"), True),
     ("json suffix", lambda: raw(PLAIN, "application/merge-patch+json"), True),
     ("upper case", lambda: raw(PLAIN, "Application/JSON"), True),
-    ("text plain", lambda: raw(PLAIN, "text/plain"), True),
-    ("form", lambda: {"data": {"type": "add"}}, True),
+    ("text plain", lambda: raw(PLAIN, "text/plain"), False),
+    ("form", lambda: {"data": {"type": "add"}}, False),
+    ("no content type, no body", lambda: raw(b"", None), True),
     # size limits (max_body_bytes is 5000 here)
     # refused by the body limit middleware before either path
     ("declared too large", lambda: js({**ADD, "idempotencyKey": "x" * 6000}), False),
     (
         "chunked too large",
-        lambda: {"content": chunks(b'{"type": "add", "x": "', b"x" * 6000, b'"}')},
+        lambda: {
+            "content": chunks(b'{"type": "add", "x": "', b"x" * 6000, b'"}'),
+            "headers": {"Content-Type": "application/json"},
+        },
         True,
     ),
     (
         "chunked ok",
-        lambda: {"content": chunks(b'{"type": "add", ', b'"parameters": [1, 2]}')},
+        lambda: {
+            "content": chunks(b'{"type": "add", ', b'"parameters": [1, 2]}'),
+            "headers": {"Content-Type": "application/json"},
+        },
         True,
     ),
     # not this path: FastAPI either way

@@ -18,6 +18,10 @@ def body(**changes: Any) -> dict[str, Any]:
     return {**OK, **changes}
 
 
+def raw(content: bytes) -> dict[str, Any]:
+    return {"content": content, "headers": {"content-type": "application/json"}}
+
+
 async def chunks(*parts: bytes) -> AsyncIterator[bytes]:
     for part in parts:
         yield part
@@ -47,51 +51,46 @@ CASES: list[tuple[str, str, dict[str, Any], int, str]] = [
         422,
         "VALIDATION_ERROR",
     ),
-    ("POST", JOBS, {"content": b"NaN"}, 422, "VALIDATION_ERROR"),
-    ("POST", JOBS, {"content": b"1e400"}, 422, "VALIDATION_ERROR"),
-    ("POST", JOBS, {"content": b"[" * 100_000 + b"]" * 100_000}, 422, "VALIDATION_ERROR"),
+    ("POST", JOBS, raw(b"NaN"), 422, "VALIDATION_ERROR"),
+    ("POST", JOBS, raw(b"1e400"), 422, "VALIDATION_ERROR"),
+    ("POST", JOBS, raw(b"[" * 100_000 + b"]" * 100_000), 422, "VALIDATION_ERROR"),
     (
         "POST",
         JOBS,
-        {
-            "content": b'{"type":"add","parameters":{"a":'
-            + b"[" * 100_000
-            + b"]" * 100_000
-            + b',"b":1}}'
-        },
+        raw(b'{"type":"add","parameters":{"a":' + b"[" * 100_000 + b"]" * 100_000 + b',"b":1}}'),
         422,
         "VALIDATION_ERROR",
     ),
     (
         "POST",
         JOBS,
-        {"content": b'{"type":"add","parameters":{"a":' + b"[" * 1000 + b"]" * 1000 + b',"b":1}}'},
+        raw(b'{"type":"add","parameters":{"a":' + b"[" * 1000 + b"]" * 1000 + b',"b":1}}'),
         422,
         "VALIDATION_ERROR",
     ),
     (
         "POST",
         JOBS,
-        {"content": b'{"type":"anything","parameters":{"x":' + b"[" * 1000 + b"]" * 1000 + b"}}"},
+        raw(b'{"type":"anything","parameters":{"x":' + b"[" * 1000 + b"]" * 1000 + b"}}"),
         422,
         "VALIDATION_ERROR",
     ),
-    ("POST", JOBS, {"content": b'{"type": "\xff\xfe"}'}, 422, "VALIDATION_ERROR"),
+    ("POST", JOBS, raw(b'{"type": "\xff\xfe"}'), 422, "VALIDATION_ERROR"),
     (
         "POST",
         JOBS,
-        {"content": b'{"type": "add", "parameters": {"a": "\\ud800", "b": 1}}'},
+        raw(b'{"type": "add", "parameters": {"a": "\\ud800", "b": 1}}'),
         422,
         "VALIDATION_ERROR",
     ),
-    ("POST", JOBS, {"content": b"\x00\x01\x02"}, 422, "VALIDATION_ERROR"),
+    ("POST", JOBS, raw(b"\x00\x01\x02"), 422, "VALIDATION_ERROR"),
     ("POST", JOBS, {"json": []}, 422, "VALIDATION_ERROR"),
     ("POST", JOBS, {"json": "add"}, 422, "VALIDATION_ERROR"),
     ("POST", JOBS, {"json": None}, 422, "VALIDATION_ERROR"),
     (
         "POST",
         JOBS,
-        {"content": b'{"type":"add","parameters":{"a":1,"b":2}} trailing'},
+        raw(b'{"type":"add","parameters":{"a":1,"b":2}} trailing'),
         422,
         "VALIDATION_ERROR",
     ),

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from conveyor import Conveyor, Settings
+from conveyor import Conveyor
 from conveyor.api import create_app
 from conveyor.backends.base import OutcomeKind, WorkerInfo
 from conveyor.worker import Worker
@@ -183,7 +183,7 @@ async def test_a_dead_worker_expires(conveyor: Conveyor, client: httpx.AsyncClie
 async def unreachable() -> AsyncIterator[httpx.AsyncClient]:
     """An API whose store is a Redis nobody listens on."""
     app = make_conveyor()
-    app.settings = Settings(url=f"redis://127.0.0.1:{free_port()}/0")
+    app.settings = app.settings.replace(url=f"redis://127.0.0.1:{free_port()}/0")
     transport = httpx.ASGITransport(app=create_app(app))
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
         yield c

@@ -116,7 +116,10 @@ async def test_invalid_schedules_get_422_naming_the_field(
 
 
 async def test_malformed_bodies(client: httpx.AsyncClient) -> None:
-    assert_error(await client.post("/api/v1/schedules", content=b"{"), 422, "VALIDATION_ERROR")
+    response = await client.post(
+        "/api/v1/schedules", content=b"{", headers={"content-type": "application/json"}
+    )
+    assert_error(response, 422, "VALIDATION_ERROR")
     assert_error(await client.post("/api/v1/schedules", json=[1]), 422, "VALIDATION_ERROR")
     response = await client.post(
         "/api/v1/schedules", content=b"x", headers={"content-type": "text/plain"}

@@ -8,9 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 
-from tests.e2e.harness import HISTORY_APP, conveyor, stop
+from tests.e2e.harness import HISTORY_APP, conveyor, free_port, stop, wait_ready
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -137,3 +138,61 @@ def test_bench_writes_its_figures(env: dict[str, str], tmp_path: Path) -> None:
     )
     assert figures[("drain", "worker peak RSS")] > 10
     assert "drain rate" in done.stdout
+
+
+#: No auth from the environment the tests run in.
+OPEN = {"CONVEYOR_API_TOKENS": "", "CONVEYOR_ALLOW_INSECURE_NO_AUTH": ""}
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("run", HISTORY_APP, "--host", "0.0.0.0"),
+        ("api", HISTORY_APP, "--host", "::"),
+        ("demo", "--host", "0.0.0.0"),
+    ],
+    ids=["run", "api", "demo"],
+)
+def test_an_open_api_on_a_public_address_refuses_to_start(
+    env: dict[str, str], command: tuple[str, ...]
+) -> None:
+    done = cli(*command, "--port", str(free_port()), env={**env, **OPEN}, timeout=20)
+    assert done.returncode == 1
+    assert done.stdout == ""
+    [line] = done.stderr.splitlines()
+    assert "CONVEYOR_API_TOKENS" in line
+    assert "--insecure-no-auth" in line
+    assert "CONVEYOR_ALLOW_INSECURE_NO_AUTH" in line
+
+
+@pytest.mark.parametrize(
+    ("extra_env", "flags"),
+    [
+        ({"CONVEYOR_API_TOKENS": "t0ken"}, ()),
+        ({}, ("--insecure-no-auth",)),
+        ({"CONVEYOR_ALLOW_INSECURE_NO_AUTH": "1"}, ()),
+    ],
+    ids=["tokens", "flag", "variable"],
+)
+def test_tokens_or_an_explicit_choice_let_it_start(
+    env: dict[str, str], tmp_path: Path, extra_env: dict[str, str], flags: tuple[str, ...]
+) -> None:
+    port = free_port()
+    server = conveyor(
+        "api",
+        HISTORY_APP,
+        "--host",
+        "0.0.0.0",
+        "--port",
+        str(port),
+        *flags,
+        env={**env, **OPEN, **extra_env},
+        log=tmp_path / "api.log",
+    )
+    try:
+        wait_ready(f"http://127.0.0.1:{port}", server)
+        rebound = httpx.get(f"http://127.0.0.1:{port}/readyz", headers={"Host": "evil.example"})
+        # Without tokens the Host check still stands between a web page and the API.
+        assert rebound.status_code == (200 if "CONVEYOR_API_TOKENS" in extra_env else 403)
+    finally:
+        assert stop(server, signal.SIGTERM) == 0

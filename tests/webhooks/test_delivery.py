@@ -69,7 +69,7 @@ async def app() -> AsyncIterator[Conveyor]:
 @pytest.fixture
 async def client(app: Conveyor) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=create_app(app))
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+    async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as c:
         yield c
 
 
@@ -307,7 +307,7 @@ async def test_submitting_a_literal_private_callback_is_refused() -> None:
         return None
 
     transport = httpx.ASGITransport(app=create_app(app))
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+    async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
         for url in (
             "http://127.0.0.1/x",
             "http://2130706433/",

@@ -8,11 +8,12 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from conveyor.api.batching import SubmitBatcher
+from conveyor.api.browser import SameOriginMiddleware
 from conveyor.api.consumers import ConsumerWatch
 from conveyor.api.errors import JSONResponse, install_error_handlers
 from conveyor.api.events import EventHub
 from conveyor.api.fastpath import SubmitFastPath
-from conveyor.api.middleware import BearerAuthMiddleware, BodyLimitMiddleware
+from conveyor.api.middleware import BearerAuthMiddleware, BodyLimitMiddleware, JSONBodyMiddleware
 from conveyor.api.params import ParameterChecker
 from conveyor.api.routes import (
     dashboard,
@@ -28,7 +29,9 @@ from conveyor.api.routes import (
 from conveyor.app import Conveyor
 
 
-def create_app(conveyor: Conveyor, *, fast_submit: bool = True) -> FastAPI:
+def create_app(
+    conveyor: Conveyor, *, fast_submit: bool = True, bind_host: str | None = None
+) -> FastAPI:
     """Build the HTTP API for ``conveyor``.
 
     All state lives on the returned app (``app.state``); several apps can serve several
@@ -38,10 +41,14 @@ def create_app(conveyor: Conveyor, *, fast_submit: bool = True) -> FastAPI:
     Args:
         conveyor: the application whose tasks are submitted and whose store is read.
             ``settings.api_tokens`` turns on bearer auth; ``settings.max_body_bytes``
-            bounds request bodies.
+            bounds request bodies; ``settings.allowed_origins`` and
+            ``settings.allowed_hosts`` widen the checks of
+            :class:`~conveyor.api.browser.SameOriginMiddleware`.
         fast_submit: serve ``POST /api/v1/jobs`` through the raw ASGI path of
             :mod:`conveyor.api.fastpath` (same answers, less overhead); off, the FastAPI
             route serves it.
+        bind_host: the address or name the server listens on, accepted as a ``Host``
+            (IP addresses and ``localhost`` always are).
 
     ``app.state.event_hub`` feeds the event stream and WebSocket; its poller starts with
     the first listener and stops at shutdown. A server that waits for open responses
@@ -84,10 +91,18 @@ def create_app(conveyor: Conveyor, *, fast_submit: bool = True) -> FastAPI:
     app.include_router(ws.router)
     app.include_router(dashboard.router)
     settings = conveyor.settings
-    # Added last runs first: auth, then the body limit, then the submit fast path, then
-    # the app.
+    # Added last runs first: Host and Origin, auth, the body limit, the JSON body check,
+    # then the submit fast path, then the app.
     if fast_submit:
         app.add_middleware(SubmitFastPath)
+    app.add_middleware(JSONBodyMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(BearerAuthMiddleware, tokens=settings.api_tokens)
+    app.add_middleware(
+        SameOriginMiddleware,
+        allowed_origins=settings.allowed_origins,
+        # With tokens, auth protects the API and any Host (a proxy's) is fine.
+        allowed_hosts=None if settings.api_tokens else settings.allowed_hosts,
+        bind_host=bind_host,
+    )
     return app

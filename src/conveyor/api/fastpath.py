@@ -3,7 +3,7 @@
 It answers exactly what the FastAPI route answers (both call
 :func:`conveyor.api.routes.jobs.submit`, and errors go through the same handlers), but
 skips FastAPI's routing, dependency solving and request-object plumbing. It sits inside
-the auth and body-limit middleware, so both still apply. Every other request, and any
+all the middleware (Host, Origin, auth, body), so it still applies. Every other request, and any
 submit this path does not take on itself (a duplicated ``Content-Type`` or
 ``Idempotency-Key`` header, an ``Idempotency-Key`` FastAPI would refuse), goes to the
 app unchanged. The route stays registered, so the OpenAPI document still describes it.

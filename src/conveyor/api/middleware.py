@@ -1,12 +1,13 @@
-"""Pure ASGI middleware: bearer-token auth and the request body limit.
+"""Pure ASGI middleware: bearer-token auth, the request body limit and JSON bodies.
 
-Both act on headers before any of the body is read, and answer in the error shape.
+Each acts on headers before any of the body is read, and answers in the error shape.
 """
 
 from __future__ import annotations
 
 import hmac
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -17,14 +18,20 @@ from conveyor.api.errors import error_body
 PROTECTED_PREFIXES = ("/api", "/ws", "/metrics")
 
 
-async def _send_error(
+#: The answer to a body that is not declared JSON.
+JSON_REQUIRED = "the request body must be JSON (Content-Type: application/json)"
+
+
+async def send_error(
     send: Send,
     status: int,
     code: str,
     message: str,
     extra_headers: Sequence[tuple[bytes, bytes]] = (),
+    details: Mapping[str, Any] | None = None,
 ) -> None:
-    body = error_body(code, message)
+    """Answer an HTTP request with an error-shaped response, from middleware."""
+    body = error_body(code, message, details)
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),
@@ -68,10 +75,10 @@ class BodyLimitMiddleware:
         lengths = [v for k, v in scope.get("headers", ()) if k == b"content-length"]
         if lengths:
             if len(lengths) > 1 or not lengths[0].isdigit() or len(lengths[0]) > 19:
-                await _send_error(send, 400, "BAD_REQUEST", "invalid Content-Length header")
+                await send_error(send, 400, "BAD_REQUEST", "invalid Content-Length header")
                 return
             if int(lengths[0]) > limit:
-                await _send_error(
+                await send_error(
                     send,
                     413,
                     "PAYLOAD_TOO_LARGE",
@@ -103,9 +110,49 @@ class BodyLimitMiddleware:
         except BodyTooLargeError as exc:
             if started:
                 raise
-            await _send_error(
+            await send_error(
                 send, 413, "PAYLOAD_TOO_LARGE", str(exc.detail), [(b"connection", b"close")]
             )
+
+
+def is_json_media_type(content_type: str) -> bool:
+    """Whether a ``Content-Type`` is JSON: ``application/json`` or ``application/*+json``,
+    with any parameters (``; charset=utf-8``)."""
+    media = content_type.partition(";")[0].strip().lower()
+    return media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    )
+
+
+class JSONBodyMiddleware:
+    """Refuse a POST, PUT or PATCH body not declared JSON with 415 UNSUPPORTED_MEDIA_TYPE.
+
+    Every body the API takes is JSON. Holding to the declared type also keeps web pages
+    out: a browser sends a cross-site body without a CORS preflight only as ``text/plain``,
+    a form type, or with no type at all. Requests without a body (cancel, retry, pause,
+    trigger) need no ``Content-Type``.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
+            await self.app(scope, receive, send)
+            return
+        has_body = False
+        types: list[bytes] = []
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length":
+                has_body |= not value.isdigit() or int(value) > 0
+            elif name == b"transfer-encoding":
+                has_body = True
+            elif name == b"content-type":
+                types.append(value)
+        if has_body and (len(types) != 1 or not is_json_media_type(types[0].decode("latin-1"))):
+            await send_error(send, 415, "UNSUPPORTED_MEDIA_TYPE", JSON_REQUIRED)
+            return
+        await self.app(scope, receive, send)
 
 
 def _presented_token(scope: Scope) -> bytes | None:
@@ -166,7 +213,7 @@ class BearerAuthMiddleware:
             # Refusing before accept makes the server answer the handshake with 403.
             await send({"type": "websocket.close", "code": 1008, "reason": "unauthorized"})
             return
-        await _send_error(
+        await send_error(
             send,
             401,
             "UNAUTHORIZED",

@@ -19,6 +19,7 @@ from conveyor.api.batching import SubmitBatcher
 from conveyor.api.consumers import ConsumerWatch
 from conveyor.api.deps import backend_errors, get_conveyor, open_backend
 from conveyor.api.errors import JSONResponse, shorten, validation_error
+from conveyor.api.middleware import JSON_REQUIRED, is_json_media_type
 from conveyor.api.params import ParameterChecker
 from conveyor.api.schemas import (
     ERROR_DEFAULT,
@@ -57,18 +58,11 @@ def _checked_id(job_id: str) -> str:
     return job_id
 
 
-def _is_json(content_type: str) -> bool:
-    media = content_type.partition(";")[0].strip().lower()
-    return media == "application/json" or (
-        media.startswith("application/") and media.endswith("+json")
-    )
-
-
 async def _read_submission(
     content_type: str | None, read_body: Callable[[], Awaitable[bytes]]
 ) -> SubmitJob:
-    if content_type is not None and not _is_json(content_type):
-        raise HTTPException(415, "the request body must be JSON (Content-Type: application/json)")
+    if content_type is not None and not is_json_media_type(content_type):
+        raise HTTPException(415, JSON_REQUIRED)
     body = await read_body()
     if not body.strip():
         raise ValidationError("the request body is required", {"errors": []})

@@ -26,6 +26,7 @@ from starlette.responses import Response
 
 from conveyor.api.deps import backend_errors, get_checker, get_conveyor, open_backend
 from conveyor.api.errors import JSONResponse, shorten, validation_error
+from conveyor.api.middleware import JSON_REQUIRED, is_json_media_type
 from conveyor.api.params import ParameterChecker
 from conveyor.api.schemas import (
     ERROR_DEFAULT,
@@ -210,14 +211,8 @@ def _field_error(field: str, message: str) -> ValidationError:
 
 async def _read_body(request: Request) -> ScheduleBody:
     content_type = request.headers.get("content-type")
-    if content_type is not None:
-        media = content_type.partition(";")[0].strip().lower()
-        if media != "application/json" and not (
-            media.startswith("application/") and media.endswith("+json")
-        ):
-            raise HTTPException(
-                415, "the request body must be JSON (Content-Type: application/json)"
-            )
+    if content_type is not None and not is_json_media_type(content_type):
+        raise HTTPException(415, JSON_REQUIRED)
     body = await request.body()
     if not body.strip():
         raise ValidationError("the request body is required", {"errors": []})

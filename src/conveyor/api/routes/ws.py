@@ -10,7 +10,9 @@ socket stays open. A client too slow to read its events gets an error and the so
 closed (1013); so is every socket when the server stops (1001).
 
 Bearer auth happens in the middleware: ``Authorization: Bearer <token>``, or, for
-browsers (which cannot set headers on a WebSocket), a ``bearer.<token>`` subprotocol.
+browsers (which cannot set headers on a WebSocket), a ``bearer.<token>`` subprotocol. So
+do the Host and Origin checks (:mod:`conveyor.api.browser`): a handshake from a page on
+another site is refused before it reaches this route.
 """
 
 from __future__ import annotations
