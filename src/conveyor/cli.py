@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import sys
 from collections.abc import Callable, Coroutine
@@ -18,20 +17,13 @@ from conveyor.app import Conveyor
 from conveyor.backends.base import JobFilter
 from conveyor.errors import ConveyorError, JobFailedError
 from conveyor.job import Job, JobStatus
+from conveyor.observability.logs import LOG_FORMATS, LogFormat, configure_logging
 from conveyor.serialization import dumps, loads_input
 from conveyor.settings import DEFAULT_URL, Settings
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 URL_HELP = f"store URL (default: $CONVEYOR_URL, then {DEFAULT_URL})"
-
-
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
 
 
 def _friendly(fn: F) -> F:
@@ -108,12 +100,25 @@ no_scheduler_option = click.option(
     "--log-level",
     default="info",
     show_default=True,
-    type=click.Choice(["debug", "info", "warning", "error"]),
+    envvar="CONVEYOR_LOG_LEVEL",
+    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+)
+@click.option(
+    "--log-format",
+    default="text",
+    show_default=True,
+    envvar="CONVEYOR_LOG_FORMAT",
+    type=click.Choice(LOG_FORMATS, case_sensitive=False),
+    help="text for people; json: one object a line, with the job's id, task, queue, "
+    "attempt and worker where they apply",
 )
 @click.version_option(package_name="conveyor")
-def main(log_level: str) -> None:
+@click.pass_context
+def main(ctx: click.Context, log_level: str, log_format: LogFormat) -> None:
     """Conveyor: an asyncio-native task queue and scheduler with an HTTP job API."""
-    _configure_logging(log_level)
+    configure_logging(log_level, log_format)
+    # Worker processes started by a supervisor log as this one does.
+    ctx.obj = ["--log-level", log_level.lower(), "--log-format", log_format.lower()]
 
 
 def _serve(app: Conveyor, banner: str | None = None, **kwargs: Any) -> None:
@@ -216,8 +221,7 @@ def worker(
             sys.executable,
             "-m",
             "conveyor",
-            "--log-level",
-            logging.getLevelName(logging.getLogger().level).lower(),
+            *click.get_current_context().find_root().obj,
             "worker",
             app_spec,
             "--url",

@@ -64,6 +64,12 @@ def current_job() -> JobContext:
     return ctx
 
 
+def running_job() -> Job | None:
+    """The job whose task runs in this context, if any (for log records)."""
+    ctx = _current.get()
+    return None if ctx is None else ctx.job
+
+
 def set_current(ctx: JobContext | None) -> None:
     """Bind the job context for the running task (worker use)."""
     _current.set(ctx)
