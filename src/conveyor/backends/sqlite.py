@@ -49,6 +49,7 @@ from conveyor.backends._sqlite_conn import (
     parse_sqlite_url,
     subscribe,
     transaction,
+    translate,
     unsubscribe,
     wake,
 )
@@ -77,7 +78,6 @@ from conveyor.backends.base import (
     QueueStats,
 )
 from conveyor.errors import (
-    BackendError,
     BackendUnavailableError,
     ConflictError,
     JobNotFoundError,
@@ -151,10 +151,8 @@ class SQLiteBackend(
             return fn(self._conn)
         except sqlite3.IntegrityError as exc:
             raise ConflictError(f"SQLite store {self.path}: {exc}") from exc
-        except sqlite3.OperationalError as exc:  # locked past the timeout, disk full, I/O
-            raise BackendUnavailableError(f"SQLite store {self.path}: {exc}") from exc
         except sqlite3.DatabaseError as exc:
-            raise BackendError(f"SQLite store {self.path}: {exc}") from exc
+            raise translate(exc, f"SQLite store {self.path}") from exc
 
     def _submit(self, fn: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
         if self._closed:

@@ -16,7 +16,7 @@ from starlette.responses import Response
 from starlette.types import Scope
 
 from conveyor.api.batching import SubmitBatcher
-from conveyor.api.deps import backend_errors, get_conveyor, open_backend
+from conveyor.api.deps import get_conveyor, open_backend
 from conveyor.api.errors import JSONResponse, shorten, validation_error
 from conveyor.api.params import ParameterChecker
 from conveyor.api.schemas import (
@@ -130,10 +130,9 @@ async def enqueue_submission(
         callback_secret=submission.callback_secret,
     )
     job = task.build_job(args, kwargs, options, time.time())
-    with backend_errors():
-        if batcher is not None:
-            return await batcher.enqueue(job)
-        (result,) = await conveyor.enqueue_jobs([job])
+    if batcher is not None:
+        return await batcher.enqueue(job)
+    (result,) = await conveyor.enqueue_jobs([job])
     return result
 
 
@@ -260,10 +259,9 @@ async def list_jobs(
 ) -> Response:
     """Jobs, newest first, one page at a time."""
     backend = await open_backend(conveyor)
-    with backend_errors():
-        page = await backend.list_jobs(
-            JobFilter(status=status, type=type, queue=queue), limit=limit, cursor=cursor
-        )
+    page = await backend.list_jobs(
+        JobFilter(status=status, type=type, queue=queue), limit=limit, cursor=cursor
+    )
     return JSONResponse(
         {"items": [render_job(job) for job in page.items], "nextCursor": page.next_cursor}
     )
@@ -276,8 +274,7 @@ async def get_job(conveyor: App, job_id: JobId) -> Response:
     """A job's record: status, progress, result or error, timings."""
     checked = _checked_id(job_id)
     backend = await open_backend(conveyor)
-    with backend_errors():
-        job: Job | None = await backend.get_job(checked)
+    job: Job | None = await backend.get_job(checked)
     if job is None:
         raise JobNotFoundError(checked)
     return JSONResponse(render_job(job))
@@ -293,8 +290,7 @@ async def cancel_job(conveyor: App, job_id: JobId) -> Response:
     """Cancel a pending or running job; 409 if it has already finished."""
     checked = _checked_id(job_id)
     backend = await open_backend(conveyor)
-    with backend_errors():
-        job = await backend.cancel(checked)
+    job = await backend.cancel(checked)
     return JSONResponse(render_job(job))
 
 
@@ -309,6 +305,5 @@ async def retry_job(conveyor: App, job_id: JobId) -> Response:
     """Send a failed or cancelled job back to pending; 409 for any other state."""
     checked = _checked_id(job_id)
     backend = await open_backend(conveyor)
-    with backend_errors():
-        job = await backend.retry(checked)
+    job = await backend.retry(checked)
     return JSONResponse(render_job(job), status_code=202)

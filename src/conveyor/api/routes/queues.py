@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Path, Request
 from pydantic import BaseModel, Field
 from starlette.responses import Response
 
-from conveyor.api.deps import backend_errors, get_conveyor, open_backend
+from conveyor.api.deps import get_conveyor, open_backend
 from conveyor.api.errors import JSONResponse
 from conveyor.api.rates import CompletionRate
 from conveyor.api.schemas import (
@@ -74,8 +74,7 @@ def _render(q: QueueStats, per_minute: dict[str, int]) -> dict[str, Any]:
 
 
 async def _stats(conveyor: Conveyor, backend: Backend) -> dict[str, QueueStats]:
-    with backend_errors():
-        found = {q.name: q for q in await backend.queue_stats()}
+    found = {q.name: q for q in await backend.queue_stats()}
     for name, options in conveyor.queue_options.items():  # declared in code, still empty
         found.setdefault(name, QueueStats(name, max_length=options.max_length))
     return found
@@ -86,16 +85,14 @@ async def list_queues(request: Request, conveyor: App) -> Response:
     """Every queue that holds jobs, is paused or limited, or is declared in code."""
     backend = await open_backend(conveyor)
     stats = await _stats(conveyor, backend)
-    with backend_errors():
-        per_minute = await _rates(request).per_minute(backend)
+    per_minute = await _rates(request).per_minute(backend)
     items = [_render(stats[name], per_minute) for name in sorted(stats)]
     return JSONResponse({"items": items})
 
 
 async def _one(request: Request, conveyor: App, backend: Backend, name: str) -> Response:
     stats = await _stats(conveyor, backend)
-    with backend_errors():
-        per_minute = await _rates(request).per_minute(backend)
+    per_minute = await _rates(request).per_minute(backend)
     return JSONResponse(_render(stats.get(name) or QueueStats(name), per_minute))
 
 
@@ -104,8 +101,7 @@ async def pause_queue(request: Request, conveyor: App, name: QueueName) -> Respo
     """Workers stop taking the queue's jobs (within a second); jobs already running go
     on, and submissions are still accepted. Idempotent."""
     backend = await open_backend(conveyor)
-    with backend_errors():
-        await backend.pause_queue(name)
+    await backend.pause_queue(name)
     return await _one(request, conveyor, backend, name)
 
 
@@ -113,6 +109,5 @@ async def pause_queue(request: Request, conveyor: App, name: QueueName) -> Respo
 async def resume_queue(request: Request, conveyor: App, name: QueueName) -> Response:
     """Workers take the queue's jobs again. Idempotent."""
     backend = await open_backend(conveyor)
-    with backend_errors():
-        await backend.resume_queue(name)
+    await backend.resume_queue(name)
     return await _one(request, conveyor, backend, name)

@@ -24,7 +24,7 @@ from pydantic.alias_generators import to_camel
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
-from conveyor.api.deps import backend_errors, get_checker, get_conveyor, open_backend
+from conveyor.api.deps import get_checker, get_conveyor, open_backend
 from conveyor.api.errors import JSONResponse, shorten, validation_error
 from conveyor.api.params import ParameterChecker
 from conveyor.api.schemas import (
@@ -321,13 +321,12 @@ def _apply(
 
 
 async def _save(backend: Backend, new: Schedule, old: Schedule | None) -> Schedule:
-    with backend_errors():
-        now = await backend.now()
-        new.updated_at = now
-        if old is None:
-            new.created_at = now
-        plan_next_run(new, old, now)
-        return await backend.save_schedule(new)
+    now = await backend.now()
+    new.updated_at = now
+    if old is None:
+        new.created_at = now
+    plan_next_run(new, old, now)
+    return await backend.save_schedule(new)
 
 
 async def _existing(backend: Backend, schedule_id: str) -> Schedule:
@@ -336,8 +335,7 @@ async def _existing(backend: Backend, schedule_id: str) -> Schedule:
     except ValidationError:
         schedule = None
     else:
-        with backend_errors():
-            schedule = await backend.get_schedule(schedule_id)
+        schedule = await backend.get_schedule(schedule_id)
     if schedule is None:
         raise HTTPException(404, f"schedule {shorten(schedule_id)!r} not found")
     return schedule
@@ -363,9 +361,8 @@ async def create_schedule(request: Request, conveyor: App, checker: Checker) -> 
     schedule_id = body.id or new_job_id()
     new = _apply(conveyor, checker, body, Schedule(id=schedule_id, type=""), given)
     backend = await open_backend(conveyor)
-    with backend_errors():
-        if await backend.get_schedule(schedule_id) is not None:
-            raise ConflictError(f"schedule {schedule_id!r} already exists; PUT or PATCH it")
+    if await backend.get_schedule(schedule_id) is not None:
+        raise ConflictError(f"schedule {schedule_id!r} already exists; PUT or PATCH it")
     stored = await _save(backend, new, None)
     return JSONResponse(
         render_schedule(stored),
@@ -384,8 +381,7 @@ async def list_schedules(
 ) -> Response:
     """Every schedule, by id."""
     backend = await open_backend(conveyor)
-    with backend_errors():
-        everything = await backend.list_schedules()
+    everything = await backend.list_schedules()
     after = [s for s in everything if cursor is None or s.id > cursor]
     page = after[:limit]
     return JSONResponse(
@@ -472,8 +468,7 @@ async def delete_schedule(conveyor: App, schedule_id: ScheduleId) -> Response:
     comes back when a scheduler next starts."""
     backend = await open_backend(conveyor)
     await _existing(backend, schedule_id)
-    with backend_errors():
-        gone = await backend.delete_schedule(schedule_id)
+    gone = await backend.delete_schedule(schedule_id)
     if not gone:
         raise HTTPException(404, f"schedule {shorten(schedule_id)!r} not found")
     return Response(status_code=204)
@@ -491,11 +486,10 @@ async def trigger_schedule(request: Request, conveyor: App, schedule_id: Schedul
     the job and its ``Location``. The planned next run does not move."""
     backend = await open_backend(conveyor)
     schedule = await _existing(backend, schedule_id)
-    with backend_errors():
-        now = await backend.now()
-        (result,) = await conveyor.enqueue_jobs([build_job(conveyor, schedule, now, None)])
-        fire = Fire(schedule.id, now, schedule.next_run_at, result.job.id)
-        await backend.record_fires([fire])
+    now = await backend.now()
+    (result,) = await conveyor.enqueue_jobs([build_job(conveyor, schedule, now, None)])
+    fire = Fire(schedule.id, now, schedule.next_run_at, result.job.id)
+    await backend.record_fires([fire])
     root = request.scope.get("root_path", "")
     return JSONResponse(
         render_job(result.job),
