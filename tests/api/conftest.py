@@ -1,9 +1,11 @@
-"""Fixtures: a Conveyor on the in-memory store with a few tasks, and a client for its API."""
+"""Fixtures: a Conveyor on the in-memory store with a few tasks, and a client for its API;
+the same app on any store for the tests that run on every store."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -17,9 +19,24 @@ from conveyor.job import Job
 MakeClient = Callable[..., Awaitable[httpx.AsyncClient]]
 
 
-def make_conveyor(**settings: Any) -> Conveyor:
+#: The stores the API is tested on where the store matters.
+STORES = ("memory", "sqlite", "redis")
+
+
+def store_url(name: str, directory: Path, request: pytest.FixtureRequest) -> str:
+    """The URL of a fresh store of kind ``name`` (SQLite: a file in ``directory``; Redis:
+    a key prefix named after ``directory`` on the session's server)."""
+    if name == "memory":
+        return "memory://"
+    if name == "sqlite":
+        return f"sqlite:///{directory}/api.db"
+    server = request.getfixturevalue("redis_server")
+    return f"{server.url}?prefix=t-{directory.name}"
+
+
+def make_conveyor(url: str = "memory://", **settings: Any) -> Conveyor:
     """An app with tasks of several signatures; never reads the environment."""
-    app = Conveyor(settings=Settings(url="memory://", **settings))
+    app = Conveyor(settings=Settings(url=url, **settings))
 
     @app.task()
     async def add(a: int, b: int) -> int:

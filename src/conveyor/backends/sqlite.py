@@ -41,6 +41,7 @@ from conveyor.backends._common import (
     claim_or_give_back,
     lease_expired_error,
     outcome_event_data,
+    parse_event_number,
     reset_for_retry,
 )
 from conveyor.backends._sqlite_conn import (
@@ -81,7 +82,6 @@ from conveyor.errors import (
     BackendUnavailableError,
     ConflictError,
     JobNotFoundError,
-    ValidationError,
 )
 from conveyor.job import Job, JobStatus
 from conveyor.serialization import dumps, loads
@@ -626,10 +626,7 @@ class SQLiteBackend(
 
     # -- events ----------------------------------------------------------------------
     async def read_events(self, after: str | None, limit: int) -> list[Event]:
-        after = after or None
-        if after is not None and not after.isdigit():
-            raise ValidationError(f"invalid event cursor {after!r}", {"cursor": after})
-        start = int(after) if after is not None else 0
+        start = parse_event_number(after) or 0
 
         def read(conn: sqlite3.Connection) -> list[tuple[int, str, str, float, str]]:
             return conn.execute(

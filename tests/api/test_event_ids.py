@@ -1,0 +1,91 @@
+"""``Last-Event-ID`` values a store cannot have issued, on every store, over a real
+server: a 422 in the error shape (never a 503, never a 500); an id past the newest
+event resumes "after the end", at the live feed."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from .conftest import STORES, assert_error, make_conveyor, store_url
+from .test_events import STREAM, Live, SSEReader, serving, submit
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture(params=STORES)
+async def live(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Live]:
+    conveyor = make_conveyor(store_url(request.param, tmp_path, request))
+    try:
+        async with serving(conveyor) as server:
+            yield server
+    finally:
+        await conveyor.aclose()
+
+
+@pytest.fixture
+async def http(live: Live) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=live.base_url, timeout=10) as client:
+        yield client
+
+
+async def status_of(http: httpx.AsyncClient, **request: object) -> httpx.Response:
+    """The answer's status and headers, and its body unless it is a stream (which would
+    never end)."""
+    async with http.stream("GET", STREAM, **request) as response:  # type: ignore[arg-type]
+        if response.status_code != 200:
+            await response.aread()
+        return response
+
+
+@pytest.mark.parametrize(
+    "event_id",
+    [
+        "9" * 100,
+        "9223372036854775808",  # one past a 64-bit row number
+        "18446744073709551616-0",  # a stream id's milliseconds past 64 bits
+        "1-" + "9" * 30,  # a stream id's sequence past 64 bits
+    ],
+)
+@pytest.mark.parametrize("where", ["header", "query"])
+async def test_an_id_no_store_issues_is_a_422(
+    live: Live, http: httpx.AsyncClient, event_id: str, where: str
+) -> None:
+    request: dict[str, object] = (
+        {"headers": {"Last-Event-ID": event_id}}
+        if where == "header"
+        else {"params": {"lastEventId": event_id}}
+    )
+    response = await status_of(http, **request)
+    error = assert_error(response, 422, "VALIDATION_ERROR")
+    assert "invalid event cursor" in error["message"]
+    assert event_id not in response.text or len(event_id) <= 40  # long ids are clipped
+    assert live.hub.subscriber_count == 0
+
+
+#: The highest id each store can issue.
+HIGHEST = {
+    "memory": "9223372036854775807",
+    "sqlite": "9223372036854775807",
+    "redis": "18446744073709551615-18446744073709551615",
+}
+
+
+async def test_an_id_after_the_newest_event_resumes_at_the_live_feed(
+    request: pytest.FixtureRequest, live: Live, http: httpx.AsyncClient
+) -> None:
+    await submit(http)  # something stored before
+    store = request.node.callspec.params["live"]
+    headers = {"Last-Event-ID": HIGHEST[store]}
+    async with http.stream("GET", STREAM, headers=headers) as response:
+        assert response.status_code == 200
+        reader = SSEReader(response)
+        first = await reader.message()
+        assert first is not None
+        assert first.retry == "1000"
+        job_id = await submit(http)
+        event = await reader.data()
+    assert (event["type"], event["jobId"]) == ("job_created", job_id)
