@@ -22,6 +22,7 @@ from conveyor.api.params import ParameterChecker
 from conveyor.api.schemas import (
     ERROR_DEFAULT,
     JOB_ID,
+    JOB_LINKS,
     JobList,
     JobOut,
     SubmitJob,
@@ -175,7 +176,12 @@ _SUBMIT_BODY = {
     summary="Submit a job",
     openapi_extra=_SUBMIT_BODY,
     responses={
-        200: {"model": SubmittedJob, "description": "the idempotency key names an existing job"},
+        202: {"links": JOB_LINKS},
+        200: {
+            "model": SubmittedJob,
+            "description": "the idempotency key names an existing job",
+            "links": JOB_LINKS,
+        },
         **_errors(401, 413, 415, 422, 429, 503),
     },
 )
@@ -268,7 +274,10 @@ async def list_jobs(
 
 
 @router.get(
-    "/{job_id}", response_model=JobOut, summary="Get a job", responses=_errors(401, 404, 422, 503)
+    "/{job_id}",
+    response_model=JobOut,
+    summary="Get a job",
+    responses={200: {"links": JOB_LINKS}, **_errors(401, 404, 422, 503)},
 )
 async def get_job(conveyor: App, job_id: JobId) -> Response:
     """A job's record: status, progress, result or error, timings."""
@@ -284,7 +293,7 @@ async def get_job(conveyor: App, job_id: JobId) -> Response:
     "/{job_id}",
     response_model=JobOut,
     summary="Cancel a job",
-    responses=_errors(401, 404, 409, 422, 503),
+    responses={200: {"links": JOB_LINKS}, **_errors(401, 404, 409, 422, 503)},
 )
 async def cancel_job(conveyor: App, job_id: JobId) -> Response:
     """Cancel a pending or running job; 409 if it has already finished."""
@@ -299,7 +308,7 @@ async def cancel_job(conveyor: App, job_id: JobId) -> Response:
     status_code=202,
     response_model=JobOut,
     summary="Retry a job",
-    responses=_errors(401, 404, 409, 422, 503),
+    responses={202: {"links": JOB_LINKS}, **_errors(401, 404, 409, 422, 503)},
 )
 async def retry_job(conveyor: App, job_id: JobId) -> Response:
     """Send a failed or cancelled job back to pending; 409 for any other state."""

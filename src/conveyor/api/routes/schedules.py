@@ -29,10 +29,12 @@ from conveyor.api.errors import JSONResponse, shorten, validation_error
 from conveyor.api.params import ParameterChecker
 from conveyor.api.schemas import (
     ERROR_DEFAULT,
+    JOB_LINKS,
     QUEUE_PATTERN,
     JobOut,
     error_responses,
     format_instant,
+    link,
     render_job,
 )
 from conveyor.app import Conveyor
@@ -145,6 +147,18 @@ class ScheduleList(BaseModel):
 
     items: list[ScheduleOut]
     next_cursor: str | None = Field(description="pass as `cursor` for the next page")
+
+
+_SCHEDULE_PATH = "/api/v1/schedules/{schedule_id}"
+_SCHEDULE_ID = "$response.body#/id"
+#: Where an answer holding a schedule leads (OpenAPI links).
+SCHEDULE_LINKS = {
+    "getSchedule": link("GET", _SCHEDULE_PATH, schedule_id=_SCHEDULE_ID),
+    "replaceSchedule": link("PUT", _SCHEDULE_PATH, schedule_id=_SCHEDULE_ID),
+    "patchSchedule": link("PATCH", _SCHEDULE_PATH, schedule_id=_SCHEDULE_ID),
+    "deleteSchedule": link("DELETE", _SCHEDULE_PATH, schedule_id=_SCHEDULE_ID),
+    "triggerSchedule": link("POST", f"{_SCHEDULE_PATH}/trigger", schedule_id=_SCHEDULE_ID),
+}
 
 
 def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -352,7 +366,7 @@ def _location(request: Request, schedule_id: str) -> str:
     response_model=ScheduleOut,
     summary="Create a schedule",
     openapi_extra=_BODY,
-    responses=_errors(401, 409, 413, 415, 422, 503),
+    responses={201: {"links": SCHEDULE_LINKS}, **_errors(401, 409, 413, 415, 422, 503)},
 )
 async def create_schedule(request: Request, conveyor: App, checker: Checker) -> Response:
     """Create a cron or interval schedule; 201 with ``Location``; 409 if the id exists."""
@@ -396,7 +410,7 @@ async def list_schedules(
     "/{schedule_id}",
     response_model=ScheduleOut,
     summary="Get a schedule",
-    responses=_errors(401, 404, 503),
+    responses={200: {"links": SCHEDULE_LINKS}, **_errors(401, 404, 503)},
 )
 async def get_schedule(conveyor: App, schedule_id: ScheduleId) -> Response:
     """A schedule with its ``nextRunAt``, ``lastRunAt`` and ``lastJobId``."""
@@ -434,7 +448,7 @@ async def _edit(
     response_model=ScheduleOut,
     summary="Replace a schedule",
     openapi_extra=_BODY,
-    responses=_errors(401, 404, 409, 413, 415, 422, 503),
+    responses={200: {"links": SCHEDULE_LINKS}, **_errors(401, 404, 409, 413, 415, 422, 503)},
 )
 async def replace_schedule(
     request: Request, conveyor: App, checker: Checker, schedule_id: ScheduleId
@@ -448,7 +462,7 @@ async def replace_schedule(
     response_model=ScheduleOut,
     summary="Change some fields of a schedule",
     openapi_extra=_BODY,
-    responses=_errors(401, 404, 409, 413, 415, 422, 503),
+    responses={200: {"links": SCHEDULE_LINKS}, **_errors(401, 404, 409, 413, 415, 422, 503)},
 )
 async def patch_schedule(
     request: Request, conveyor: App, checker: Checker, schedule_id: ScheduleId
@@ -479,7 +493,7 @@ async def delete_schedule(conveyor: App, schedule_id: ScheduleId) -> Response:
     status_code=202,
     response_model=JobOut,
     summary="Run a schedule now",
-    responses=_errors(401, 404, 503),
+    responses={202: {"links": JOB_LINKS}, **_errors(401, 404, 503)},
 )
 async def trigger_schedule(request: Request, conveyor: App, schedule_id: ScheduleId) -> Response:
     """Enqueue the schedule's job now, outside its timing (also when disabled); 202 with
