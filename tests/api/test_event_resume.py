@@ -1,17 +1,24 @@
-"""``Last-Event-ID`` values a store cannot have issued, on every store, over a real
-server: a 422 in the error shape (never a 503, never a 500); an id past the newest
-event resumes "after the end", at the live feed."""
+"""Resuming the event stream, over a real server. ``Last-Event-ID`` values a store
+cannot have issued, on every store: a 422 in the error shape (never a 503, never a
+500); an id past the newest event resumes "after the end", at the live feed. A replay
+that fails once the stream has begun says why in a final error event: UNAVAILABLE only
+when the store says so."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
+import orjson
 import pytest
 
+from conveyor.backends.base import Event
+from conveyor.errors import BackendUnavailableError
+
 from .conftest import STORES, assert_error, make_conveyor, store_url
-from .test_events import STREAM, Live, SSEReader, serving, submit
+from .test_events import STREAM, Live, SSEReader, serving, stream, submit
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -89,3 +96,53 @@ async def test_an_id_after_the_newest_event_resumes_at_the_live_feed(
         job_id = await submit(http)
         event = await reader.data()
     assert (event["type"], event["jobId"]) == ("job_created", job_id)
+
+
+@pytest.mark.parametrize(
+    ("failure", "code"),
+    [
+        (BackendUnavailableError("SQLite store x: database is locked"), "UNAVAILABLE"),
+        (OverflowError("a bug"), "INTERNAL_ERROR"),
+    ],
+)
+async def test_a_replay_failing_midway_ends_with_an_error_event(
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    failure: Exception,
+    code: str,
+) -> None:
+    conveyor = make_conveyor()
+    async with (
+        serving(conveyor, page_size=2) as live,
+        httpx.AsyncClient(base_url=live.base_url, timeout=10) as http,
+    ):
+        async with stream(http):  # the hub's feed starts after the events below
+            for _ in range(5):
+                await submit(http)
+        ids = [event.id for event in await live.backend.read_events(None, 10)]
+        read_events = live.backend.read_events
+
+        async def failing(after: str | None, limit: int) -> list[Event]:
+            if after == ids[2]:  # the replay's second page
+                raise failure
+            return await read_events(after, limit)
+
+        monkeypatch.setattr(live.backend, "read_events", failing)
+        async with stream(http, **{"Last-Event-ID": ids[0]}) as reader:
+            assert [e["eventId"] for e in await reader.events(2)] == ids[1:3]
+            message = await reader.message()
+            assert message is not None
+            assert message.event == "error"
+            error = orjson.loads(message.data or "")["error"]
+            assert await reader.message() is None  # the stream ended
+    await conveyor.aclose()
+    assert set(error) == {"code", "message", "details"}
+    assert error["code"] == code
+    if code == "INTERNAL_ERROR":
+        assert "a bug" not in str(error)
+        logged = [r for r in caplog.records if r.levelno == logging.ERROR and r.exc_info]
+        assert logged
+        assert logged[0].exc_info is not None
+        assert logged[0].exc_info[1] is failure
+    else:
+        assert error["details"] == {"reason": str(failure)}

@@ -39,7 +39,12 @@ from conveyor.api.params import ParameterChecker
 from conveyor.api.routes.jobs import enqueue_submission, parse_submission
 from conveyor.api.schemas import JOB_ID, format_instant
 from conveyor.app import Conveyor
-from conveyor.errors import ConveyorError, JobNotFoundError, ValidationError
+from conveyor.errors import (
+    BackendUnavailableError,
+    ConveyorError,
+    JobNotFoundError,
+    ValidationError,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -307,9 +312,11 @@ class JobSocket:
                         await self.websocket.send_text(publish(event).json)
         except (WebSocketDisconnect, WebSocketDisconnected):
             raise
-        except Exception as exc:
+        except BackendUnavailableError as exc:
             # The job is accepted and followed; only its first events may be missing.
             logger.warning("replaying job %s's events failed: %s", job_id, exc)
+        except Exception:
+            logger.exception("replaying job %s's events failed", job_id)
 
     async def _subscribe(self, message: Message, reply: Message) -> None:
         job_id = self._job_id(message)
