@@ -23,7 +23,7 @@ MakeClient = Callable[..., Awaitable[httpx.AsyncClient]]
 STORES = ("memory", "sqlite", "redis")
 
 
-def store_url(name: str, directory: Path, request: pytest.FixtureRequest) -> str:
+def make_store_url(name: str, directory: Path, request: pytest.FixtureRequest) -> str:
     """The URL of a fresh store of kind ``name`` (SQLite: a file in ``directory``; Redis:
     a key prefix named after ``directory`` on the session's server)."""
     if name == "memory":

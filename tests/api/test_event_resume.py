@@ -7,7 +7,6 @@ when the store says so."""
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -17,26 +16,21 @@ import pytest
 from conveyor.backends.base import Event
 from conveyor.errors import BackendUnavailableError
 
-from .conftest import STORES, assert_error, make_conveyor, store_url
+from . import test_events
+from .conftest import STORES, assert_error, make_conveyor, make_store_url
 from .test_events import STREAM, Live, SSEReader, serving, stream, submit
 
 pytestmark = pytest.mark.timeout(60)
 
 
 @pytest.fixture(params=STORES)
-async def live(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Live]:
-    conveyor = make_conveyor(store_url(request.param, tmp_path, request))
-    try:
-        async with serving(conveyor) as server:
-            yield server
-    finally:
-        await conveyor.aclose()
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Every store, for test_events' ``live`` server and ``http`` client."""
+    return make_store_url(request.param, tmp_path, request)
 
 
-@pytest.fixture
-async def http(live: Live) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=live.base_url, timeout=10) as client:
-        yield client
+live = test_events.live
+http = test_events.http
 
 
 async def status_of(http: httpx.AsyncClient, **request: object) -> httpx.Response:
@@ -85,7 +79,7 @@ async def test_an_id_after_the_newest_event_resumes_at_the_live_feed(
     request: pytest.FixtureRequest, live: Live, http: httpx.AsyncClient
 ) -> None:
     await submit(http)  # something stored before
-    store = request.node.callspec.params["live"]
+    store = request.node.callspec.params["store_url"]
     headers = {"Last-Event-ID": HIGHEST[store]}
     async with http.stream("GET", STREAM, headers=headers) as response:
         assert response.status_code == 200

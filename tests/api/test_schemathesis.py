@@ -28,7 +28,7 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance, use_afte
 from conveyor import Conveyor
 from conveyor.api import create_app
 
-from .conftest import STORES, make_conveyor, store_url
+from .conftest import STORES, make_conveyor, make_store_url
 
 EXAMPLES = int(os.environ.get("CONVEYOR_FUZZ_EXAMPLES", "15"))
 SCENARIOS = int(os.environ.get("CONVEYOR_FUZZ_EXAMPLES", "40"))
@@ -123,7 +123,7 @@ def _store_fixture(name: str) -> Any:
         request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
     ) -> Iterator[Conveyor]:
         conveyor = CONVEYORS[name]
-        url = store_url(name, tmp_path_factory.mktemp(f"fuzz-{name}"), request)
+        url = make_store_url(name, tmp_path_factory.mktemp(f"fuzz-{name}"), request)
         conveyor.settings = conveyor.settings.replace(url=url)
         yield conveyor
         # Requests ran on schemathesis' event loop thread; the store is closed there.
@@ -174,7 +174,7 @@ def test_links_are_followed(store: str, request: pytest.FixtureRequest, tmp_path
             super().setup()
             directory = tmp_path / f"{tmp_path.name}-{next(scenarios)}"
             directory.mkdir()
-            self.conveyor = make_conveyor(store_url(store, directory, request))
+            self.conveyor = make_conveyor(make_store_url(store, directory, request))
             self.app = create_app(self.conveyor)
 
         def teardown(self) -> None:

@@ -30,7 +30,7 @@ from websockets.sync.client import ClientConnection, connect
 from conveyor import Conveyor
 from conveyor.api.events import EVENT_TYPES
 
-from .conftest import STORES, assert_error, make_conveyor, store_url
+from .conftest import STORES, assert_error, make_conveyor, make_store_url
 from .test_events import STREAM, Live, serving
 
 EXAMPLES = int(os.environ.get("CONVEYOR_FUZZ_EXAMPLES", "60"))
@@ -83,7 +83,7 @@ def serving_in_a_thread(conveyor: Conveyor) -> Iterator[tuple[Live, asyncio.Abst
 
 @pytest.fixture(params=STORES)
 def live(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Live]:
-    conveyor = make_conveyor(store_url(request.param, tmp_path, request))
+    conveyor = make_conveyor(make_store_url(request.param, tmp_path, request))
     with serving_in_a_thread(conveyor) as (server, loop):
         server.loop = loop  # type: ignore[attr-defined]
         yield server
