@@ -1,4 +1,4 @@
-"""Pieces every backend shares: event payloads and outcome bookkeeping."""
+"""Pieces every backend shares: event payloads and cursors, outcome bookkeeping."""
 
 from __future__ import annotations
 
