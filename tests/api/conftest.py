@@ -1,9 +1,11 @@
-"""Fixtures: a Conveyor on the in-memory store with a few tasks, and a client for its API."""
+"""Fixtures: a Conveyor on the in-memory store with a few tasks, and a client for its API;
+the same app on any store for the tests that run on every store."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -17,15 +19,30 @@ from conveyor.job import Job
 MakeClient = Callable[..., Awaitable[httpx.AsyncClient]]
 
 
+#: The stores the API is tested on where the store matters.
+STORES = ("memory", "sqlite", "redis")
+
+
+def make_store_url(name: str, directory: Path, request: pytest.FixtureRequest) -> str:
+    """The URL of a fresh store of kind ``name`` (SQLite: a file in ``directory``; Redis:
+    a key prefix named after ``directory`` on the session's server)."""
+    if name == "memory":
+        return "memory://"
+    if name == "sqlite":
+        return f"sqlite:///{directory}/api.db"
+    server = request.getfixturevalue("redis_server")
+    return f"{server.url}?prefix=t-{directory.name}"
+
+
 #: The names in-process clients send as ``Host`` (httpx's base URLs here, Starlette's
 #: and schemathesis's test client); allowed as a deployment would allow its own name.
 TEST_HOSTS = ("test", "t", "testserver")
 
 
-def make_conveyor(**settings: Any) -> Conveyor:
+def make_conveyor(url: str = "memory://", **settings: Any) -> Conveyor:
     """An app with tasks of several signatures; never reads the environment."""
-    settings = {"url": "memory://", "allowed_hosts": TEST_HOSTS, **settings}
-    app = Conveyor(settings=Settings(**settings))
+    settings = {"allowed_hosts": TEST_HOSTS, **settings}
+    app = Conveyor(settings=Settings(url=url, **settings))
 
     @app.task()
     async def add(a: int, b: int) -> int:

@@ -13,7 +13,12 @@ import pytest
 from conveyor import Conveyor
 from conveyor.api import create_app
 from conveyor.api.routes import health
-from conveyor.errors import BackendError, ConfigurationError, QueueFullError
+from conveyor.errors import (
+    BackendError,
+    BackendUnavailableError,
+    ConfigurationError,
+    QueueFullError,
+)
 
 from .conftest import assert_error, make_conveyor, submit
 
@@ -34,7 +39,7 @@ async def test_readyz_store_down(
     client: httpx.AsyncClient, conveyor: Conveyor, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async def ping() -> None:
-        raise ConnectionRefusedError("no store")
+        raise BackendUnavailableError("no store")
 
     monkeypatch.setattr(await conveyor.backend(), "ping", ping)
     response = await client.get("/readyz")
@@ -65,38 +70,72 @@ async def test_readyz_store_cannot_open() -> None:
         assert (await client.get("/healthz")).status_code == 200
 
 
-@pytest.mark.parametrize(
-    ("method", "path", "backend_method"),
-    [
-        ("GET", JOBS, "list_jobs"),
-        ("GET", JOBS + "/0190b4c4-0000-7000-8000-000000000000", "get_job"),
-        ("DELETE", JOBS + "/0190b4c4-0000-7000-8000-000000000000", "cancel"),
-        ("POST", JOBS + "/0190b4c4-0000-7000-8000-000000000000/retry", "retry"),
-        ("POST", JOBS, "enqueue"),
-    ],
-)
-@pytest.mark.parametrize(
-    "failure", [OSError("disk gone"), RuntimeError("driver bug"), BackendError("x")]
-)
-async def test_store_failures_answer_503(
+STORE_CALLS = [
+    ("GET", JOBS, "list_jobs"),
+    ("GET", JOBS + "/0190b4c4-0000-7000-8000-000000000000", "get_job"),
+    ("DELETE", JOBS + "/0190b4c4-0000-7000-8000-000000000000", "cancel"),
+    ("POST", JOBS + "/0190b4c4-0000-7000-8000-000000000000/retry", "retry"),
+    ("POST", JOBS, "enqueue"),
+]
+
+
+async def call_with_broken_store(
     client: httpx.AsyncClient,
     conveyor: Conveyor,
     monkeypatch: pytest.MonkeyPatch,
-    method: str,
-    path: str,
-    backend_method: str,
+    call: tuple[str, str, str],
     failure: Exception,
-) -> None:
+) -> httpx.Response:
+    """Make ``call`` with its store method raising ``failure``."""
+    method, path, backend_method = call
+
     async def broken(*args: Any, **kwargs: Any) -> Any:
         raise failure
 
     monkeypatch.setattr(await conveyor.backend(), backend_method, broken)
     json = {"type": "add", "parameters": [1, 2]} if path == JOBS and method == "POST" else None
-    response = await client.request(method, path, json=json)
+    return await client.request(method, path, json=json)
+
+
+@pytest.mark.parametrize("call", STORE_CALLS)
+async def test_an_unavailable_store_answers_503(
+    client: httpx.AsyncClient,
+    conveyor: Conveyor,
+    monkeypatch: pytest.MonkeyPatch,
+    call: tuple[str, str, str],
+) -> None:
+    failure = BackendUnavailableError("Redis get_job: Connection refused")
+    response = await call_with_broken_store(client, conveyor, monkeypatch, call, failure)
     error = assert_error(response, 503, "UNAVAILABLE")
     assert response.headers["retry-after"] == "5"
-    assert "Traceback" not in response.text
-    assert error["message"]
+    assert error["details"] == {"reason": "Redis get_job: Connection refused"}
+
+
+@pytest.mark.parametrize("call", STORE_CALLS)
+@pytest.mark.parametrize(
+    "failure",
+    [OverflowError("int too large"), RuntimeError("driver bug"), BackendError("WRONGTYPE")],
+)
+async def test_a_store_bug_answers_500_and_is_logged(
+    conveyor: Conveyor,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    call: tuple[str, str, str],
+    failure: Exception,
+) -> None:
+    # Only a store's own unavailability is a 503: anything else is a bug to find, so it
+    # is logged with its traceback, not relabelled "retry later".
+    transport = httpx.ASGITransport(app=create_app(conveyor), raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        response = await call_with_broken_store(client, conveyor, monkeypatch, call, failure)
+    error = assert_error(response, 500, "INTERNAL_ERROR")
+    assert "retry-after" not in response.headers
+    assert str(failure) not in response.text
+    assert error["details"] == {}
+    logged = [r for r in caplog.records if r.levelname == "ERROR" and r.exc_info]
+    assert logged
+    assert logged[0].exc_info is not None
+    assert logged[0].exc_info[1] is failure
 
 
 async def test_a_deleted_sqlite_file_answers_503_and_accepts_nothing(

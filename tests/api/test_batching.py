@@ -12,7 +12,7 @@ import pytest
 from conveyor import Conveyor
 from conveyor.api.batching import SubmitBatcher
 from conveyor.backends.base import EnqueueResult
-from conveyor.errors import QueueFullError
+from conveyor.errors import BackendUnavailableError, QueueFullError
 from conveyor.job import Job
 from conveyor.task import make_job_options
 
@@ -168,7 +168,7 @@ async def test_store_failure_reaches_every_caller(
     async def broken(jobs: Sequence[Job]) -> list[EnqueueResult]:
         nonlocal calls
         calls += 1
-        raise ConnectionError("store down")
+        raise BackendUnavailableError("store down")
 
     conveyor.enqueue_jobs = broken  # type: ignore[method-assign]
     responses = await asyncio.gather(

@@ -17,6 +17,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from conveyor.api.middleware import BearerAuthMiddleware
 from conveyor.api.routes.ws import choose_subprotocol
 from conveyor.backends.base import JobFilter, OutcomeKind
+from conveyor.errors import BackendError, BackendUnavailableError
 from conveyor.worker import Worker
 
 from ..conftest import running
@@ -204,6 +205,36 @@ async def test_subscribe_to_unknown_jobs(ws: ClientConnection) -> None:
     assert_ws_error(await ask(ws, {"type": "subscribe", "jobId": "a/b"}), "NOT_FOUND")
     assert_ws_error(await ask(ws, {"type": "subscribe"}), "VALIDATION_ERROR")
     assert_ws_error(await ask(ws, {"type": "unsubscribe", "jobId": 5}), "VALIDATION_ERROR")
+    await assert_open(ws)
+
+
+@pytest.mark.parametrize(
+    ("failure", "code"),
+    [
+        (BackendUnavailableError("Redis get_job: Connection refused"), "UNAVAILABLE"),
+        (BackendError("Redis get_job: WRONGTYPE"), "INTERNAL_ERROR"),
+        (OverflowError("a bug"), "INTERNAL_ERROR"),
+    ],
+)
+async def test_store_failures_answer_like_http(
+    live: Live,
+    ws: ClientConnection,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    failure: Exception,
+    code: str,
+) -> None:
+    async def broken(job_id: str) -> None:
+        raise failure
+
+    monkeypatch.setattr(live.backend, "get_job", broken)
+    job_id = "0190aaaa-0000-7000-8000-000000000000"
+    error = assert_ws_error(await ask(ws, {"type": "subscribe", "jobId": job_id}), code)
+    if code == "UNAVAILABLE":
+        assert error["details"] == {"reason": str(failure)}
+    else:  # a bug: logged with its traceback, told as nothing more than that
+        assert error == {"code": code, "message": "internal error", "details": {}}
+        assert any(r.exc_info and r.exc_info[1] is failure for r in caplog.records)
     await assert_open(ws)
 
 

@@ -19,7 +19,12 @@ from conveyor.backends import backend_from_url
 from conveyor.backends import sqlite as sqlite_module
 from conveyor.backends.sqlite import SQLiteBackend, parse_sqlite_url
 from conveyor.backends.sqlite_migrations import LATEST_VERSION
-from conveyor.errors import BackendUnavailableError, ConfigurationError, ValidationError
+from conveyor.errors import (
+    BackendError,
+    BackendUnavailableError,
+    ConfigurationError,
+    ValidationError,
+)
 from conveyor.job import Job, JobStatus, new_job_id
 
 pytestmark = pytest.mark.timeout(60)
@@ -214,6 +219,50 @@ async def test_a_full_disk_shrinks_the_claim_batch_until_space_returns(
     for _ in range(6):
         claimed.append(len(await backend.fetch(["default"], "w", 100, 30)))
     assert claimed == [6, 12, 24, 48, 96, 100, 14]
+
+
+async def test_a_lock_held_past_the_timeout_is_unavailability(tmp_path: Path) -> None:
+    path = tmp_path / "locked.db"
+    store = SQLiteBackend(f"sqlite:///{path}?timeout=0")
+    await store.open()
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another process writing
+    try:
+        with pytest.raises(BackendUnavailableError, match="locked"):
+            await store.enqueue([job()], idempotency_ttl=60)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+        await store.aclose()
+
+
+async def test_a_read_only_file_is_unavailability(tmp_path: Path) -> None:
+    path = tmp_path / "ro.db"
+    store = SQLiteBackend(f"sqlite:///{path}")
+    await store.open()
+
+    def read_only(conn: sqlite3.Connection) -> None:
+        conn.execute("PRAGMA query_only = ON")  # answers SQLITE_READONLY to writes
+
+    await store._run(read_only)
+    try:
+        with pytest.raises(BackendUnavailableError, match="readonly"):
+            await store.enqueue([job()], idempotency_ttl=60)
+    finally:
+        await store.aclose()
+
+
+async def test_a_statement_the_store_refuses_for_good_is_not_unavailability(
+    backend: SQLiteBackend,
+) -> None:
+    # SQLITE_ERROR (a bad statement, a missing table) cannot be fixed by retrying: it is
+    # a BackendError, which the API treats as a bug, not "retry later".
+    def broken(conn: sqlite3.Connection) -> None:
+        conn.execute("SELECT * FROM no_such_table")
+
+    with pytest.raises(BackendError, match="no such table") as info:
+        await backend._run(broken)
+    assert not isinstance(info.value, BackendUnavailableError)
 
 
 async def test_jobs_survive_reopening(url: str) -> None:

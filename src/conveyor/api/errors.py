@@ -1,9 +1,14 @@
 """One error shape for every failure: ``{"error": {"code", "message", "details"}}``.
 
 Conveyor's own exceptions, FastAPI's request validation errors and Starlette's HTTP
-exceptions (unknown route, wrong method, ...) are all rendered here. Input is validated
-at the edge, so a request cannot reach an unexpected exception; the last-resort handler
-exists for bugs only, logs them, and still answers in the error shape without a traceback.
+exceptions (unknown route, wrong method, ...) are all rendered here.
+
+Only a store that says it cannot serve now (:class:`BackendUnavailableError`, which each
+store raises for its own driver's connection, timeout, lock and disk errors) or cannot
+be opened (:class:`ConfigurationError`) answers ``503 UNAVAILABLE``. Input is validated at
+the edge, so no request can reach anything else; what does is a bug: it is logged with
+its traceback and answered ``500 INTERNAL_ERROR``, still in the error shape and without
+the traceback.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from starlette.responses import Response
 from starlette.routing import Match
 
 from conveyor.errors import (
-    BackendError,
+    BackendUnavailableError,
     ConfigurationError,
     ConflictError,
     ConveyorError,
@@ -145,18 +150,34 @@ def _conveyor_error(exc: ConveyorError) -> Response:
             {"queue": exc.queue, "retryAfter": exc.retry_after},
             {"Retry-After": retry_after},
         )
-    # BackendError, a store URL that cannot be opened, or anything else the core raises
-    # that no input can cause: the service cannot do its job right now.
-    if not isinstance(exc, BackendError):
-        level = logging.ERROR if isinstance(exc, ConfigurationError) else logging.WARNING
-        logger.log(level, "request failed: %s", exc)
+    if isinstance(exc, BackendUnavailableError):
+        return _unavailable({"reason": str(exc)})
+    if isinstance(exc, ConfigurationError):  # a store URL that cannot be opened
+        logger.error("request failed: %s", exc)
+        return _unavailable({})
+    # A store refusing an operation for good, or a core error no request can cause.
+    return internal_error(exc)
+
+
+def _unavailable(details: Mapping[str, Any]) -> Response:
     return error_response(
         503,
         "UNAVAILABLE",
         "the job store is unavailable; retry later",
-        {"reason": str(exc)} if isinstance(exc, BackendError) else {},
+        details,
         {"Retry-After": str(UNAVAILABLE_RETRY_AFTER)},
     )
+
+
+def internal_error(exc: BaseException, where: str = "a request") -> Response:
+    """Log a bug with its traceback; the answer says only ``INTERNAL_ERROR``.
+
+    Args:
+        exc: the exception nothing else handled.
+        where: what failed, for the log.
+    """
+    logger.error("unhandled error in %s", where, exc_info=exc)
+    return error_response(500, "INTERNAL_ERROR", "internal error")
 
 
 async def _on_conveyor_error(request: Request, exc: Exception) -> Response:
@@ -202,12 +223,7 @@ def _allowed_methods(request: Request) -> str:
 
 
 async def _on_unexpected(request: Request, exc: Exception) -> Response:
-    # A bug, not bad input (input is validated at the edge) and not the store (store
-    # calls go through `backend_errors`). Log it; answer without the traceback.
-    logger.error(
-        "unhandled error in %s %s", request.method, shorten(request.url.path), exc_info=exc
-    )
-    return error_response(500, "INTERNAL_ERROR", "internal error")
+    return internal_error(exc, f"{request.method} {shorten(request.url.path)}")
 
 
 def install_error_handlers(app: FastAPI) -> None:

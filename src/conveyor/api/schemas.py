@@ -257,6 +257,28 @@ def error_responses(*statuses: int, **described: str) -> dict[int | str, dict[st
     }
 
 
+def link(method: str, path: str, **parameters: str) -> dict[str, Any]:
+    """An OpenAPI link to the operation ``method path`` of this API.
+
+    Args:
+        method: the target's HTTP method.
+        path: the target's path template, as routed (``/api/v1/jobs/{job_id}``).
+        parameters: the target's parameters, each a runtime expression such as
+            ``$response.body#/jobId``.
+    """
+    pointer = path.replace("~", "~0").replace("/", "~1")
+    return {"operationRef": f"#/paths/{pointer}/{method.lower()}", "parameters": parameters}
+
+
+_JOB_PATH = "/api/v1/jobs/{job_id}"
+_JOB_ID = "$response.body#/jobId"
+#: Where an answer holding a job leads (OpenAPI links): its record, cancel, retry.
+JOB_LINKS = {
+    "getJob": link("GET", _JOB_PATH, job_id=_JOB_ID),
+    "cancelJob": link("DELETE", _JOB_PATH, job_id=_JOB_ID),
+    "retryJob": link("POST", f"{_JOB_PATH}/retry", job_id=_JOB_ID),
+}
+
 #: Documents, on every route, that any other error has the error shape.
 ERROR_DEFAULT: dict[int | str, dict[str, Any]] = {
     "default": {"model": ErrorResponse, "description": "an error (every error has this shape)"}

@@ -1,19 +1,26 @@
-"""Pieces every backend shares: event payloads and outcome bookkeeping."""
+"""Pieces every backend shares: event payloads and cursors, outcome bookkeeping."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import Callable
 from typing import Any
 
 from conveyor.backends.base import Outcome, OutcomeKind, WorkerInfo
-from conveyor.errors import ConflictError
+from conveyor.errors import ConflictError, ValidationError
 from conveyor.job import Job, JobStatus, task_error
 from conveyor.serialization import dumps, loads
 
 #: How many events a store's feed keeps at least, so SSE clients can resume.
 EVENT_RETENTION = 100_000
+
+#: The highest number a numbered event feed (memory, SQLite) can reach: SQLite's
+#: INTEGER is a signed 64-bit number.
+MAX_EVENT_NUMBER = 2**63 - 1
+
+_EVENT_NUMBER = re.compile(r"0*([0-9]{1,19})")
 
 #: Seconds a producer refused by a full queue is told to wait (``Retry-After``).
 QUEUE_FULL_RETRY_AFTER = 1.0
@@ -31,6 +38,34 @@ EVENT_OF_OUTCOME = {
     OutcomeKind.RETRY: "job_retrying",
     OutcomeKind.RELEASED: "job_released",
 }
+
+
+def invalid_event_cursor(cursor: str, why: str) -> ValidationError:
+    """The error for an event cursor this store cannot have issued."""
+    clipped = cursor if len(cursor) <= 40 else cursor[:40] + "…"
+    return ValidationError(f"invalid event cursor {clipped!r}: {why}", {"cursor": clipped})
+
+
+def parse_event_number(cursor: str | None) -> int | None:
+    """The position after which to read a numbered event feed (memory, SQLite).
+
+    Ids are the feed's row numbers, written as decimal digits; ``None`` or ``""`` reads
+    from the start. A number beyond every id is a cursor after the end.
+
+    Raises:
+        ValidationError: not decimal digits, or beyond :data:`MAX_EVENT_NUMBER`.
+    """
+    if not cursor:
+        return None
+    match = _EVENT_NUMBER.fullmatch(cursor)
+    if match is None:
+        if cursor.isascii() and cursor.isdigit():
+            raise invalid_event_cursor(cursor, f"beyond {MAX_EVENT_NUMBER}")
+        raise invalid_event_cursor(cursor, "not a number")
+    number = int(match[1])
+    if number > MAX_EVENT_NUMBER:
+        raise invalid_event_cursor(cursor, f"beyond {MAX_EVENT_NUMBER}")
+    return number
 
 
 def outcome_event_data(outcome: Outcome, job: Job) -> dict[str, Any]:

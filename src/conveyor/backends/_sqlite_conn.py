@@ -13,11 +13,30 @@ from typing import TypeVar
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from conveyor.backends.sqlite_migrations import SchemaTooNewError, migrate
-from conveyor.errors import BackendUnavailableError, ConfigurationError
+from conveyor.errors import BackendError, BackendUnavailableError, ConfigurationError
 
 T = TypeVar("T")
 
 _SYNC_MODES = ("FULL", "EXTRA", "NORMAL")
+
+# Primary result codes meaning "not now" rather than "never": another connection holds
+# the lock past the timeout, or the disk or file is full, read-only, missing or failing.
+# Every other error (SQLITE_ERROR is a bad statement, SQLITE_CORRUPT a damaged file) is
+# not something a retry can fix.
+_UNAVAILABLE_CODES = frozenset(
+    {
+        sqlite3.SQLITE_BUSY,
+        sqlite3.SQLITE_LOCKED,
+        sqlite3.SQLITE_NOMEM,
+        sqlite3.SQLITE_READONLY,
+        sqlite3.SQLITE_IOERR,
+        sqlite3.SQLITE_FULL,
+        sqlite3.SQLITE_CANTOPEN,
+        sqlite3.SQLITE_PROTOCOL,
+        sqlite3.SQLITE_PERM,
+        sqlite3.SQLITE_NOLFS,
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +126,7 @@ def connect(options: SQLiteOptions) -> sqlite3.Connection:
         raise ConfigurationError(f"SQLite store {path}: {exc}") from None
     except sqlite3.OperationalError as exc:
         conn.close()
-        raise BackendUnavailableError(f"{where}: {exc}") from None
+        raise translate(exc, where) from None
     except sqlite3.DatabaseError as exc:
         conn.close()
         raise ConfigurationError(f"{where}: not a SQLite database, or corrupt ({exc})") from None
@@ -115,6 +134,15 @@ def connect(options: SQLiteOptions) -> sqlite3.Connection:
         conn.close()
         raise
     return conn
+
+
+def translate(exc: sqlite3.DatabaseError, where: str) -> BackendError:
+    """The Conveyor error for a driver error: :class:`BackendUnavailableError` when the
+    result code says the store cannot serve now, :class:`BackendError` otherwise."""
+    code = exc.sqlite_errorcode
+    if code is not None and code & 0xFF in _UNAVAILABLE_CODES:
+        return BackendUnavailableError(f"{where}: {exc}")
+    return BackendError(f"{where}: {exc}")
 
 
 @dataclass(frozen=True, slots=True)

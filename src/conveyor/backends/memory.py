@@ -22,6 +22,7 @@ from conveyor.backends._common import (
     apply_outcome,
     lease_expired_error,
     outcome_event_data,
+    parse_event_number,
     reset_for_retry,
 )
 from conveyor.backends._memory_registry import MemoryRegistryMixin
@@ -402,8 +403,11 @@ class InMemoryBackend(MemoryRegistryMixin, MemorySchedulesMixin):
 
     # -- events ----------------------------------------------------------------------
     async def read_events(self, after: str | None, limit: int) -> list[Event]:
+        start = parse_event_number(after)
+        # Ids are zero-padded to 20 digits, so they compare as their numbers do.
+        floor = None if start is None else f"{start:020d}"
         with self._lock:
-            events = [e for e in self._events if after is None or e.id > after]
+            events = [e for e in self._events if floor is None or e.id > floor]
         return events[:limit]
 
     # -- leader lock -----------------------------------------------------------------

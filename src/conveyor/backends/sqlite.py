@@ -42,6 +42,7 @@ from conveyor.backends._common import (
     claim_or_give_back,
     lease_expired_error,
     outcome_event_data,
+    parse_event_number,
     reset_for_retry,
 )
 from conveyor.backends._sqlite_conn import (
@@ -52,6 +53,7 @@ from conveyor.backends._sqlite_conn import (
     parse_sqlite_url,
     subscribe,
     transaction,
+    translate,
     unsubscribe,
     wake,
 )
@@ -80,11 +82,9 @@ from conveyor.backends.base import (
     QueueStats,
 )
 from conveyor.errors import (
-    BackendError,
     BackendUnavailableError,
     ConflictError,
     JobNotFoundError,
-    ValidationError,
 )
 from conveyor.job import Job, JobStatus
 from conveyor.serialization import dumps, loads
@@ -192,10 +192,8 @@ class SQLiteBackend(
             return fn(conn)
         except sqlite3.IntegrityError as exc:
             raise ConflictError(f"SQLite store {self.path}: {exc}") from exc
-        except sqlite3.OperationalError as exc:  # locked past the timeout, disk full, I/O
-            raise BackendUnavailableError(f"SQLite store {self.path}: {exc}") from exc
         except sqlite3.DatabaseError as exc:
-            raise BackendError(f"SQLite store {self.path}: {exc}") from exc
+            raise translate(exc, f"SQLite store {self.path}") from exc
 
     def _submit(self, fn: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
         if self._closed:
@@ -682,10 +680,7 @@ class SQLiteBackend(
 
     # -- events ----------------------------------------------------------------------
     async def read_events(self, after: str | None, limit: int) -> list[Event]:
-        after = after or None
-        if after is not None and not after.isdigit():
-            raise ValidationError(f"invalid event cursor {after!r}", {"cursor": after})
-        start = int(after) if after is not None else 0
+        start = parse_event_number(after) or 0
 
         def read(conn: sqlite3.Connection) -> list[tuple[int, str, str, float, str]]:
             return conn.execute(

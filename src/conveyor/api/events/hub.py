@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 
-from conveyor.api.deps import backend_errors, open_backend
+from conveyor.api.deps import open_backend
 from conveyor.api.events.render import Published, publish
 from conveyor.api.events.subscription import CloseReason, Subscription
 from conveyor.app import Conveyor
@@ -147,8 +147,7 @@ class EventHub:
             if self._alive():
                 return
             backend = await open_backend(self.conveyor)
-            with backend_errors():
-                await self._skip_to_end(backend)
+            await self._skip_to_end(backend)
             self._check_open()  # closed while reading
             self._task = asyncio.create_task(self._run(backend), name="conveyor-event-hub")
 

@@ -15,6 +15,7 @@ from conveyor.api.events.hub import EventHub
 from conveyor.api.events.render import Published, error_frame, publish
 from conveyor.api.events.subscription import CloseReason, Subscription, SubscriptionClosed
 from conveyor.backends.base import Event
+from conveyor.errors import BackendUnavailableError
 
 logger = logging.getLogger(__name__)
 
@@ -138,11 +139,16 @@ def _without_overlap(batch: list[Published], skip: set[str]) -> list[Published]:
 
 
 def _replay_failed(exc: Exception) -> bytes:
-    logger.warning("event replay failed: %s: %s", type(exc).__name__, exc)
+    # Headers are sent: the failure can only be told in the stream, and only the store
+    # saying it cannot serve now is "unavailable"; anything else is a bug.
+    if not isinstance(exc, BackendUnavailableError):
+        logger.error("event replay failed", exc_info=exc)
+        return error_frame("INTERNAL_ERROR", "internal error", {})
+    logger.warning("event replay failed: %s", exc)
     return error_frame(
         "UNAVAILABLE",
         "the event store failed during the replay; reconnect to resume",
-        {"reason": type(exc).__name__},
+        {"reason": str(exc)},
     )
 
 

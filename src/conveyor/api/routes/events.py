@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header, Query, Request
 from starlette.responses import Response
 
-from conveyor.api.deps import backend_errors, get_conveyor, open_backend
+from conveyor.api.deps import get_conveyor, open_backend
 from conveyor.api.errors import shorten
 from conveyor.api.events import EVENT_TYPES, Catchup, EventStreamResponse, hub_of
 from conveyor.api.schemas import ERROR_DEFAULT, JOB_ID, ErrorResponse
@@ -120,9 +120,8 @@ async def stream_events(
         # Like /jobs/{jobId}: an id that cannot be one of ours is simply not found.
         if not JOB_ID.fullmatch(job_id):
             raise JobNotFoundError(shorten(job_id))
-        with backend_errors():
-            if await backend.get_job(job_id) is None:
-                raise JobNotFoundError(job_id)
+        if await backend.get_job(job_id) is None:
+            raise JobNotFoundError(job_id)
     hub = hub_of(request.app.state)
     subscription = await hub.subscribe(job_ids=None if job_id is None else {job_id}, types=types)
     catchup: Catchup | None = None
@@ -130,8 +129,7 @@ async def stream_events(
     if resume_after is not None:
         catchup = Catchup(backend, resume_after, subscription.start, hub.page_size)
         try:
-            with backend_errors():
-                first_page = await catchup.next_page()
+            first_page = await catchup.next_page()
         except BaseException:
             subscription.close()
             raise

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends
 from starlette.responses import Response
 
-from conveyor.api.deps import backend_errors, get_conveyor, open_backend
+from conveyor.api.deps import get_conveyor, open_backend
 from conveyor.api.errors import JSONResponse
 from conveyor.api.schemas import ERROR_DEFAULT, ErrorResponse, Health
 from conveyor.app import Conveyor
@@ -37,8 +37,7 @@ async def readyz(conveyor: Annotated[Conveyor, Depends(get_conveyor)]) -> Respon
     try:
         async with asyncio.timeout(READY_TIMEOUT_SECONDS):
             backend = await open_backend(conveyor)
-            with backend_errors():
-                await backend.ping()
+            await backend.ping()
     except TimeoutError:
         raise BackendUnavailableError(
             f"the store did not answer within {READY_TIMEOUT_SECONDS}s"

@@ -17,13 +17,14 @@ from starlette.types import Scope
 
 from conveyor.api.batching import SubmitBatcher
 from conveyor.api.consumers import ConsumerWatch
-from conveyor.api.deps import backend_errors, get_conveyor, open_backend
+from conveyor.api.deps import get_conveyor, open_backend
 from conveyor.api.errors import JSONResponse, shorten, validation_error
 from conveyor.api.middleware import JSON_REQUIRED, is_json_media_type
 from conveyor.api.params import ParameterChecker
 from conveyor.api.schemas import (
     ERROR_DEFAULT,
     JOB_ID,
+    JOB_LINKS,
     JobList,
     JobOut,
     SubmitJob,
@@ -127,11 +128,10 @@ async def enqueue_submission(
         callback_secret=submission.callback_secret,
     )
     job = task.build_job(args, kwargs, options, time.time())
-    with backend_errors():
-        if batcher is not None:
-            result = await batcher.enqueue(job)
-        else:
-            (result,) = await conveyor.enqueue_jobs([job])
+    if batcher is not None:
+        result = await batcher.enqueue(job)
+    else:
+        (result,) = await conveyor.enqueue_jobs([job])
     if watch is not None and result.created:
         watch.accepted(await conveyor.backend(), job.queue)
     return result
@@ -176,7 +176,12 @@ _SUBMIT_BODY = {
     summary="Submit a job",
     openapi_extra=_SUBMIT_BODY,
     responses={
-        200: {"model": SubmittedJob, "description": "the idempotency key names an existing job"},
+        202: {"links": JOB_LINKS},
+        200: {
+            "model": SubmittedJob,
+            "description": "the idempotency key names an existing job",
+            "links": JOB_LINKS,
+        },
         **_errors(401, 413, 415, 422, 429, 503),
     },
 )
@@ -265,24 +270,25 @@ async def list_jobs(
 ) -> Response:
     """Jobs, newest first, one page at a time."""
     backend = await open_backend(conveyor)
-    with backend_errors():
-        page = await backend.list_jobs(
-            JobFilter(status=status, type=type, queue=queue), limit=limit, cursor=cursor
-        )
+    page = await backend.list_jobs(
+        JobFilter(status=status, type=type, queue=queue), limit=limit, cursor=cursor
+    )
     return JSONResponse(
         {"items": [render_job(job) for job in page.items], "nextCursor": page.next_cursor}
     )
 
 
 @router.get(
-    "/{job_id}", response_model=JobOut, summary="Get a job", responses=_errors(401, 404, 422, 503)
+    "/{job_id}",
+    response_model=JobOut,
+    summary="Get a job",
+    responses={200: {"links": JOB_LINKS}, **_errors(401, 404, 422, 503)},
 )
 async def get_job(conveyor: App, job_id: JobId) -> Response:
     """A job's record: status, progress, result or error, timings."""
     checked = _checked_id(job_id)
     backend = await open_backend(conveyor)
-    with backend_errors():
-        job: Job | None = await backend.get_job(checked)
+    job: Job | None = await backend.get_job(checked)
     if job is None:
         raise JobNotFoundError(checked)
     return JSONResponse(render_job(job))
@@ -292,14 +298,13 @@ async def get_job(conveyor: App, job_id: JobId) -> Response:
     "/{job_id}",
     response_model=JobOut,
     summary="Cancel a job",
-    responses=_errors(401, 404, 409, 422, 503),
+    responses={200: {"links": JOB_LINKS}, **_errors(401, 404, 409, 422, 503)},
 )
 async def cancel_job(conveyor: App, job_id: JobId) -> Response:
     """Cancel a pending or running job; 409 if it has already finished."""
     checked = _checked_id(job_id)
     backend = await open_backend(conveyor)
-    with backend_errors():
-        job = await backend.cancel(checked)
+    job = await backend.cancel(checked)
     return JSONResponse(render_job(job))
 
 
@@ -308,12 +313,11 @@ async def cancel_job(conveyor: App, job_id: JobId) -> Response:
     status_code=202,
     response_model=JobOut,
     summary="Retry a job",
-    responses=_errors(401, 404, 409, 422, 503),
+    responses={202: {"links": JOB_LINKS}, **_errors(401, 404, 409, 422, 503)},
 )
 async def retry_job(conveyor: App, job_id: JobId) -> Response:
     """Send a failed or cancelled job back to pending; 409 for any other state."""
     checked = _checked_id(job_id)
     backend = await open_backend(conveyor)
-    with backend_errors():
-        job = await backend.retry(checked)
+    job = await backend.retry(checked)
     return JSONResponse(render_job(job), status_code=202)

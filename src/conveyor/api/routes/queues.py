@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 from starlette.responses import Response
 
 from conveyor.api.consumers import ConsumerWatch
-from conveyor.api.deps import backend_errors, get_conveyor, open_backend
+from conveyor.api.deps import get_conveyor, open_backend
 from conveyor.api.errors import JSONResponse
 from conveyor.api.rates import CompletionRate
 from conveyor.api.schemas import (
@@ -86,10 +86,9 @@ async def _stats(
     """Counts by queue (with those declared in code or consumed, still empty), completions
     in the last minute and live consumers."""
     watch: ConsumerWatch = request.app.state.consumer_watch
-    with backend_errors():
-        found = {q.name: q for q in await backend.queue_stats()}
-        per_minute = await _rates(request).per_minute(backend)
-        consumers = await watch.consumers(backend)
+    found = {q.name: q for q in await backend.queue_stats()}
+    per_minute = await _rates(request).per_minute(backend)
+    consumers = await watch.consumers(backend)
     for name in (*conveyor.queue_options, *consumers):
         options = conveyor.queue_options.get(name)
         limit = None if options is None else options.max_length
@@ -117,8 +116,7 @@ async def pause_queue(request: Request, conveyor: App, name: QueueName) -> Respo
     """Workers stop taking the queue's jobs (within a second); jobs already running go
     on, and submissions are still accepted. Idempotent."""
     backend = await open_backend(conveyor)
-    with backend_errors():
-        await backend.pause_queue(name)
+    await backend.pause_queue(name)
     return await _one(request, conveyor, backend, name)
 
 
@@ -126,6 +124,5 @@ async def pause_queue(request: Request, conveyor: App, name: QueueName) -> Respo
 async def resume_queue(request: Request, conveyor: App, name: QueueName) -> Response:
     """Workers take the queue's jobs again. Idempotent."""
     backend = await open_backend(conveyor)
-    with backend_errors():
-        await backend.resume_queue(name)
+    await backend.resume_queue(name)
     return await _one(request, conveyor, backend, name)

@@ -24,16 +24,18 @@ from pydantic.alias_generators import to_camel
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
-from conveyor.api.deps import backend_errors, get_checker, get_conveyor, open_backend
+from conveyor.api.deps import get_checker, get_conveyor, open_backend
 from conveyor.api.errors import JSONResponse, shorten, validation_error
 from conveyor.api.middleware import JSON_REQUIRED, is_json_media_type
 from conveyor.api.params import ParameterChecker
 from conveyor.api.schemas import (
     ERROR_DEFAULT,
+    JOB_LINKS,
     QUEUE_PATTERN,
     JobOut,
     error_responses,
     format_instant,
+    link,
     render_job,
 )
 from conveyor.app import Conveyor
@@ -146,6 +148,18 @@ class ScheduleList(BaseModel):
 
     items: list[ScheduleOut]
     next_cursor: str | None = Field(description="pass as `cursor` for the next page")
+
+
+_SCHEDULE_PATH = "/api/v1/schedules/{schedule_id}"
+_SCHEDULE_ID = "$response.body#/id"
+#: Where an answer holding a schedule leads (OpenAPI links).
+SCHEDULE_LINKS = {
+    "getSchedule": link("GET", _SCHEDULE_PATH, schedule_id=_SCHEDULE_ID),
+    "replaceSchedule": link("PUT", _SCHEDULE_PATH, schedule_id=_SCHEDULE_ID),
+    "patchSchedule": link("PATCH", _SCHEDULE_PATH, schedule_id=_SCHEDULE_ID),
+    "deleteSchedule": link("DELETE", _SCHEDULE_PATH, schedule_id=_SCHEDULE_ID),
+    "triggerSchedule": link("POST", f"{_SCHEDULE_PATH}/trigger", schedule_id=_SCHEDULE_ID),
+}
 
 
 def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -316,13 +330,12 @@ def _apply(
 
 
 async def _save(backend: Backend, new: Schedule, old: Schedule | None) -> Schedule:
-    with backend_errors():
-        now = await backend.now()
-        new.updated_at = now
-        if old is None:
-            new.created_at = now
-        plan_next_run(new, old, now)
-        return await backend.save_schedule(new)
+    now = await backend.now()
+    new.updated_at = now
+    if old is None:
+        new.created_at = now
+    plan_next_run(new, old, now)
+    return await backend.save_schedule(new)
 
 
 async def _existing(backend: Backend, schedule_id: str) -> Schedule:
@@ -331,8 +344,7 @@ async def _existing(backend: Backend, schedule_id: str) -> Schedule:
     except ValidationError:
         schedule = None
     else:
-        with backend_errors():
-            schedule = await backend.get_schedule(schedule_id)
+        schedule = await backend.get_schedule(schedule_id)
     if schedule is None:
         raise HTTPException(404, f"schedule {shorten(schedule_id)!r} not found")
     return schedule
@@ -349,7 +361,7 @@ def _location(request: Request, schedule_id: str) -> str:
     response_model=ScheduleOut,
     summary="Create a schedule",
     openapi_extra=_BODY,
-    responses=_errors(401, 409, 413, 415, 422, 503),
+    responses={201: {"links": SCHEDULE_LINKS}, **_errors(401, 409, 413, 415, 422, 503)},
 )
 async def create_schedule(request: Request, conveyor: App, checker: Checker) -> Response:
     """Create a cron or interval schedule; 201 with ``Location``; 409 if the id exists."""
@@ -358,9 +370,8 @@ async def create_schedule(request: Request, conveyor: App, checker: Checker) -> 
     schedule_id = body.id or new_job_id()
     new = _apply(conveyor, checker, body, Schedule(id=schedule_id, type=""), given)
     backend = await open_backend(conveyor)
-    with backend_errors():
-        if await backend.get_schedule(schedule_id) is not None:
-            raise ConflictError(f"schedule {schedule_id!r} already exists; PUT or PATCH it")
+    if await backend.get_schedule(schedule_id) is not None:
+        raise ConflictError(f"schedule {schedule_id!r} already exists; PUT or PATCH it")
     stored = await _save(backend, new, None)
     return JSONResponse(
         render_schedule(stored),
@@ -379,8 +390,7 @@ async def list_schedules(
 ) -> Response:
     """Every schedule, by id."""
     backend = await open_backend(conveyor)
-    with backend_errors():
-        everything = await backend.list_schedules()
+    everything = await backend.list_schedules()
     after = [s for s in everything if cursor is None or s.id > cursor]
     page = after[:limit]
     return JSONResponse(
@@ -395,7 +405,7 @@ async def list_schedules(
     "/{schedule_id}",
     response_model=ScheduleOut,
     summary="Get a schedule",
-    responses=_errors(401, 404, 503),
+    responses={200: {"links": SCHEDULE_LINKS}, **_errors(401, 404, 503)},
 )
 async def get_schedule(conveyor: App, schedule_id: ScheduleId) -> Response:
     """A schedule with its ``nextRunAt``, ``lastRunAt`` and ``lastJobId``."""
@@ -433,7 +443,7 @@ async def _edit(
     response_model=ScheduleOut,
     summary="Replace a schedule",
     openapi_extra=_BODY,
-    responses=_errors(401, 404, 409, 413, 415, 422, 503),
+    responses={200: {"links": SCHEDULE_LINKS}, **_errors(401, 404, 409, 413, 415, 422, 503)},
 )
 async def replace_schedule(
     request: Request, conveyor: App, checker: Checker, schedule_id: ScheduleId
@@ -447,7 +457,7 @@ async def replace_schedule(
     response_model=ScheduleOut,
     summary="Change some fields of a schedule",
     openapi_extra=_BODY,
-    responses=_errors(401, 404, 409, 413, 415, 422, 503),
+    responses={200: {"links": SCHEDULE_LINKS}, **_errors(401, 404, 409, 413, 415, 422, 503)},
 )
 async def patch_schedule(
     request: Request, conveyor: App, checker: Checker, schedule_id: ScheduleId
@@ -467,8 +477,7 @@ async def delete_schedule(conveyor: App, schedule_id: ScheduleId) -> Response:
     comes back when a scheduler next starts."""
     backend = await open_backend(conveyor)
     await _existing(backend, schedule_id)
-    with backend_errors():
-        gone = await backend.delete_schedule(schedule_id)
+    gone = await backend.delete_schedule(schedule_id)
     if not gone:
         raise HTTPException(404, f"schedule {shorten(schedule_id)!r} not found")
     return Response(status_code=204)
@@ -479,18 +488,17 @@ async def delete_schedule(conveyor: App, schedule_id: ScheduleId) -> Response:
     status_code=202,
     response_model=JobOut,
     summary="Run a schedule now",
-    responses=_errors(401, 404, 503),
+    responses={202: {"links": JOB_LINKS}, **_errors(401, 404, 503)},
 )
 async def trigger_schedule(request: Request, conveyor: App, schedule_id: ScheduleId) -> Response:
     """Enqueue the schedule's job now, outside its timing (also when disabled); 202 with
     the job and its ``Location``. The planned next run does not move."""
     backend = await open_backend(conveyor)
     schedule = await _existing(backend, schedule_id)
-    with backend_errors():
-        now = await backend.now()
-        (result,) = await conveyor.enqueue_jobs([build_job(conveyor, schedule, now, None)])
-        fire = Fire(schedule.id, now, schedule.next_run_at, result.job.id)
-        await backend.record_fires([fire])
+    now = await backend.now()
+    (result,) = await conveyor.enqueue_jobs([build_job(conveyor, schedule, now, None)])
+    fire = Fire(schedule.id, now, schedule.next_run_at, result.job.id)
+    await backend.record_fires([fire])
     root = request.scope.get("root_path", "")
     return JSONResponse(
         render_job(result.job),

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends
 from pydantic import Field
 from starlette.responses import Response
 
-from conveyor.api.deps import backend_errors, get_conveyor, open_backend
+from conveyor.api.deps import get_conveyor, open_backend
 from conveyor.api.errors import JSONResponse
 from conveyor.api.schemas import (
     ERROR_DEFAULT,
@@ -47,8 +47,7 @@ async def list_workers(conveyor: Annotated[Conveyor, Depends(get_conveyor)]) -> 
     """Workers whose heartbeat is recent (a worker that stops beating drops out after
     about three heartbeat intervals; a clean shutdown removes it at once)."""
     backend = await open_backend(conveyor)
-    with backend_errors():
-        workers = await backend.list_workers()
+    workers = await backend.list_workers()
     items = [
         {
             "id": w.id,

@@ -28,8 +28,7 @@ from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketDisconnect, WebSocketDisconnected
 
 from conveyor.api.consumers import ConsumerWatch
-from conveyor.api.deps import backend_errors
-from conveyor.api.errors import _conveyor_error, shorten
+from conveyor.api.errors import _conveyor_error, internal_error, shorten
 from conveyor.api.events import (
     Catchup,
     CloseReason,
@@ -43,7 +42,12 @@ from conveyor.api.params import ParameterChecker
 from conveyor.api.routes.jobs import enqueue_submission, parse_submission
 from conveyor.api.schemas import JOB_ID, format_instant
 from conveyor.app import Conveyor
-from conveyor.errors import ConveyorError, JobNotFoundError, ValidationError
+from conveyor.errors import (
+    BackendUnavailableError,
+    ConveyorError,
+    JobNotFoundError,
+    ValidationError,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -76,10 +80,14 @@ def choose_subprotocol(offered: Sequence[str]) -> str | None:
     return next((p for p in offered if p[:7].lower() == "bearer."), None)
 
 
-def error_of(exc: ConveyorError) -> Message:
-    """The error shape HTTP would answer ``exc`` with."""
+def error_of(exc: Exception) -> Message:
+    """The error shape HTTP would answer ``exc`` with (a bug is logged, as over HTTP)."""
     # Rendered by the HTTP mapping itself, so codes and details never drift from it.
-    body: Message = orjson.loads(_conveyor_error(exc).body)
+    if isinstance(exc, ConveyorError):
+        response = _conveyor_error(exc)
+    else:
+        response = internal_error(exc, "a /ws/jobs message")
+    body: Message = orjson.loads(response.body)
     return cast(Message, body["error"])
 
 
@@ -225,11 +233,9 @@ class JobSocket:
             await self._send({"type": "error", **reply, "error": error_of(exc)})
         except (WebSocketDisconnect, WebSocketDisconnected):
             raise
-        except Exception:
-            # A bug, not bad input: log it, answer like HTTP's last resort, stay open.
-            logger.exception("unhandled error in a /ws/jobs message")
-            error = {"code": "INTERNAL_ERROR", "message": "internal error", "details": {}}
-            await self._send({"type": "error", **reply, "error": error})
+        except Exception as exc:
+            # A bug, not bad input: answered like HTTP's last resort; the socket stays open.
+            await self._send({"type": "error", **reply, "error": error_of(exc)})
 
     def _decode(self, raw: str | bytes) -> Message:
         size = len(raw) if isinstance(raw, bytes) else len(raw.encode("utf-8", "replace"))
@@ -312,16 +318,17 @@ class JobSocket:
                         await self.websocket.send_text(publish(event).json)
         except (WebSocketDisconnect, WebSocketDisconnected):
             raise
-        except Exception as exc:
+        except BackendUnavailableError as exc:
             # The job is accepted and followed; only its first events may be missing.
             logger.warning("replaying job %s's events failed: %s", job_id, exc)
+        except Exception:
+            logger.exception("replaying job %s's events failed", job_id)
 
     async def _subscribe(self, message: Message, reply: Message) -> None:
         job_id = self._job_id(message)
         self._check_room(job_id)
         backend = await self.hub.backend()
-        with backend_errors():
-            job = await backend.get_job(job_id)
+        job = await backend.get_job(job_id)
         if job is None:
             raise JobNotFoundError(job_id)
         self.followed.add(job_id)

@@ -16,8 +16,9 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from conveyor.backends._common import invalid_event_cursor
 from conveyor.backends.base import Event
-from conveyor.errors import SerializationError, ValidationError
+from conveyor.errors import SerializationError
 from conveyor.job import Job, JobStatus
 from conveyor.serialization import dumps, loads
 
@@ -131,7 +132,9 @@ def time_arg(value: float) -> str:
     return repr(float(value))
 
 
-_CURSOR = re.compile(r"(\d+)-(\d+)(?:\.(\d+))?(?:-(.+))?", re.ASCII | re.DOTALL)
+_CURSOR = re.compile(r"0*(\d{1,20})-0*(\d{1,20})(?:\.(\d+))?(?:-(.+))?", re.ASCII | re.DOTALL)
+#: Both halves of a stream id are unsigned 64-bit numbers.
+_MAX_STREAM_PART = 2**64 - 1
 
 
 def event_id(stream_id: str, queue: str | None = None, index: int | None = None) -> str:
@@ -152,12 +155,16 @@ def parse_event_id(cursor: str) -> tuple[str, str | None]:
     """``(stream id, queue or None)`` of a cursor made by :func:`event_id`.
 
     Raises:
-        ValidationError: the cursor was not made by :func:`event_id`.
+        ValidationError: the cursor was not made by :func:`event_id`, or names a stream
+            id beyond what Redis can hold.
     """
     match = _CURSOR.fullmatch(cursor)
     if match is None:
-        raise ValidationError(f"invalid event cursor {cursor!r}", {"cursor": cursor})
-    return f"{int(match[1])}-{int(match[2])}", match[4]
+        raise invalid_event_cursor(cursor, "not an id of this feed")
+    ms, seq = int(match[1]), int(match[2])
+    if ms > _MAX_STREAM_PART or seq > _MAX_STREAM_PART:
+        raise invalid_event_cursor(cursor, "beyond the highest stream id")
+    return f"{ms}-{seq}", match[4]
 
 
 def events_from_entry(

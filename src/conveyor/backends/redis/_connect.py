@@ -11,12 +11,15 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import (
-    BusyLoadingError,
+    ClusterDownError,
     ConnectionError,
+    OutOfMemoryError,
+    ReadOnlyError,
     RedisClusterException,
     RedisError,
     ResponseError,
     TimeoutError,
+    TryAgainError,
 )
 from redis.retry import Retry
 
@@ -33,9 +36,24 @@ SOCKET_TIMEOUT = 10.0
 #: The longest single ``XREAD BLOCK`` an idle worker issues.
 MAX_BLOCK = 5.0
 
-# Answers meaning "not now" rather than "never": the server is starting, failing over
-# or out of memory. They map to BackendUnavailableError, which callers retry.
-_TRANSIENT = ("LOADING", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "READONLY", "OOM", "BUSY")
+# Answers meaning "not now" rather than "never": the server is unreachable, starting,
+# failing over, read-only (a replica, mid-failover), out of memory, busy with a script or
+# short of the replicas it must write to. They map to BackendUnavailableError, which
+# callers retry. redis-py turns some answers into classes of their own (and strips their
+# code from the message; connection errors include LOADING); the rest are told by code.
+_UNAVAILABLE = (
+    ConnectionError,
+    TimeoutError,
+    OSError,
+    ReadOnlyError,
+    OutOfMemoryError,
+    TryAgainError,
+    ClusterDownError,  # and MASTERDOWN
+    RedisClusterException,
+)
+_TRANSIENT = frozenset(
+    {"LOADING", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "READONLY", "OOM", "BUSY", "NOREPLICAS"}
+)
 
 _warned: set[str] = set()
 
@@ -58,12 +76,12 @@ def make_client(options: RedisOptions) -> Any:
 
 
 def translate(exc: BaseException, where: str) -> BaseException:
-    """The Conveyor error for a driver error (other exceptions pass unchanged)."""
-    if isinstance(exc, (ConnectionError, TimeoutError, BusyLoadingError, OSError)):
-        return BackendUnavailableError(f"Redis {where}: {exc}")
-    if isinstance(exc, ResponseError) and str(exc).startswith(_TRANSIENT):
-        return BackendUnavailableError(f"Redis {where}: {exc}")
-    if isinstance(exc, RedisClusterException) or "ClusterDown" in type(exc).__name__:
+    """The Conveyor error for a driver error (other exceptions pass unchanged):
+    :class:`BackendUnavailableError` for "not now", :class:`BackendError` for any other
+    error the server or driver raises."""
+    # An answer's code is its first word ("BUSY", but not "BUSYGROUP" or "BUSYKEY").
+    code = str(exc).partition(" ")[0] if isinstance(exc, ResponseError) else ""
+    if isinstance(exc, _UNAVAILABLE) or code in _TRANSIENT:
         return BackendUnavailableError(f"Redis {where}: {exc}")
     if isinstance(exc, RedisError):
         return BackendError(f"Redis {where}: {exc}")
