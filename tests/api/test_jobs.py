@@ -330,3 +330,36 @@ async def test_timestamps_are_utc_milliseconds(client: httpx.AsyncClient) -> Non
     created = datetime.fromisoformat(job["createdAt"])
     assert created.tzinfo is not None
     assert created.utcoffset() == UTC.utcoffset(None)
+
+
+@pytest.mark.parametrize(
+    "number", ["123456789012345678901234567890", str(2**64), str(-(2**63) - 1), "9" * 100]
+)
+async def test_integers_that_would_not_arrive_exactly_are_refused(
+    client: httpx.AsyncClient, number: str
+) -> None:
+    body = f'{{"type": "anything", "parameters": {{"x": {number}}}}}'
+    response = await client.post(
+        "/api/v1/jobs", content=body, headers={"content-type": "application/json"}
+    )
+    error = assert_error(response, 422, "VALIDATION_ERROR")
+    assert "outside the range" in error["details"]["reason"]
+    schedule = f'{{"type": "anything", "parameters": {{"x": {number}}}, "interval": 60}}'
+    response = await client.post(
+        "/api/v1/schedules", content=schedule, headers={"content-type": "application/json"}
+    )
+    assert_error(response, 422, "VALIDATION_ERROR")
+    listed = await client.get("/api/v1/jobs")
+    assert listed.json()["items"] == []  # nothing stored
+
+
+async def test_integers_at_the_edges_of_64_bits_arrive_exactly(client: httpx.AsyncClient) -> None:
+    for number in (2**64 - 1, -(2**63), 2**53 + 1):
+        body = f'{{"type": "anything", "parameters": {{"x": {number}}}}}'
+        response = await client.post(
+            "/api/v1/jobs", content=body, headers={"content-type": "application/json"}
+        )
+        assert response.status_code == 202, response.text
+        job = (await client.get(response.headers["location"])).json()
+        assert job["parameters"]["x"] == number
+        assert isinstance(job["parameters"]["x"], int)

@@ -287,6 +287,12 @@ async def test_too_large_message(ws: ClientConnection) -> None:
     await assert_open(ws)
 
 
+async def test_a_job_with_an_integer_beyond_64_bits_is_refused(ws: ClientConnection) -> None:
+    raw = '{"type": "submit_job", "job": {"type": "add", "parameters": [1, 18446744073709551616]}}'
+    error = assert_ws_error(await ask_raw(ws, raw), "VALIDATION_ERROR")
+    assert "outside the range" in error["details"]["reason"]
+
+
 async def ask_raw(ws: ClientConnection, raw: str) -> dict[str, Any]:
     await ws.send(raw)
     return await receive(ws)

@@ -7,19 +7,17 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-import orjson
 import pydantic
 from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from starlette.datastructures import State
-from starlette.exceptions import HTTPException
 from starlette.responses import Response
 from starlette.types import Scope
 
 from conveyor.api.batching import SubmitBatcher
+from conveyor.api.bodies import read_json_body
 from conveyor.api.consumers import ConsumerWatch
 from conveyor.api.deps import get_conveyor, open_backend
 from conveyor.api.errors import JSONResponse, shorten, validation_error
-from conveyor.api.middleware import JSON_REQUIRED, is_json_media_type
 from conveyor.api.params import ParameterChecker
 from conveyor.api.schemas import (
     ERROR_DEFAULT,
@@ -62,17 +60,7 @@ def _checked_id(job_id: str) -> str:
 async def _read_submission(
     content_type: str | None, read_body: Callable[[], Awaitable[bytes]]
 ) -> SubmitJob:
-    if content_type is not None and not is_json_media_type(content_type):
-        raise HTTPException(415, JSON_REQUIRED)
-    body = await read_body()
-    if not body.strip():
-        raise ValidationError("the request body is required", {"errors": []})
-    try:
-        payload = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise ValidationError(
-            "the request body is not valid JSON", {"reason": shorten(str(exc), 200)}
-        ) from None
+    payload = await read_json_body(content_type, read_body)
     return parse_submission(payload, "the request body", ("body",))
 
 

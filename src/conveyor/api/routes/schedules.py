@@ -16,7 +16,6 @@ import dataclasses
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-import orjson
 import pydantic
 from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
@@ -24,9 +23,9 @@ from pydantic.alias_generators import to_camel
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
+from conveyor.api.bodies import read_json_body
 from conveyor.api.deps import get_checker, get_conveyor, open_backend
 from conveyor.api.errors import JSONResponse, shorten, validation_error
-from conveyor.api.middleware import JSON_REQUIRED, is_json_media_type
 from conveyor.api.params import ParameterChecker
 from conveyor.api.schemas import (
     ERROR_DEFAULT,
@@ -224,18 +223,7 @@ def _field_error(field: str, message: str) -> ValidationError:
 
 
 async def _read_body(request: Request) -> ScheduleBody:
-    content_type = request.headers.get("content-type")
-    if content_type is not None and not is_json_media_type(content_type):
-        raise HTTPException(415, JSON_REQUIRED)
-    body = await request.body()
-    if not body.strip():
-        raise ValidationError("the request body is required", {"errors": []})
-    try:
-        payload = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise ValidationError(
-            "the request body is not valid JSON", {"reason": shorten(str(exc), 200)}
-        ) from None
+    payload = await read_json_body(request.headers.get("content-type"), request.body)
     if not isinstance(payload, dict):
         raise ValidationError("the request body must be a JSON object", {"errors": []})
     try:

@@ -46,8 +46,10 @@ from conveyor.errors import (
     BackendUnavailableError,
     ConveyorError,
     JobNotFoundError,
+    SerializationError,
     ValidationError,
 )
+from conveyor.serialization import loads_input
 
 logger = logging.getLogger(__name__)
 
@@ -246,8 +248,8 @@ class JobSocket:
                 {"maxBytes": self.max_bytes},
             )
         try:
-            message = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
+            message = loads_input(raw, what="the message")
+        except SerializationError as exc:
             raise RefusedError(
                 "VALIDATION_ERROR",
                 "the message is not valid JSON",
