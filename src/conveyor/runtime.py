@@ -16,6 +16,7 @@ from collections.abc import Callable, Coroutine, Generator, Sequence
 from typing import Any
 
 from conveyor.app import Conveyor
+from conveyor.purger import Purger
 from conveyor.scheduling.scheduler import Scheduler
 from conveyor.webhooks import WebhookDeliverer
 from conveyor.worker import Worker
@@ -78,7 +79,7 @@ async def serve(
     on_ready: Callable[[], None] | None = None,
 ) -> None:
     """Serve until SIGTERM/SIGINT: the HTTP API, a worker and a scheduler replica, in any
-    combination, in one process."""
+    combination, in one process, with a :class:`~conveyor.purger.Purger` in every case."""
     # Fail fast with a clear message when the store cannot be opened.
     backend = await app.backend()
     await backend.ping()
@@ -92,6 +93,7 @@ async def serve(
     # An API process pushes the queue options declared in code and runs the webhook
     # deliverer (which delivers only while it holds the `webhooks` lock).
     deliverer = WebhookDeliverer(app) if api else None
+    purger = Purger(app)
     if api:
         await app.configure_queues()
     signals_seen = 0
@@ -109,6 +111,7 @@ async def serve(
                 replica.stop()
             if deliverer is not None:
                 deliverer.stop()
+            purger.stop()
         else:
             logger.warning("%s received again: stopping now", sig.name)
             if server is not None:
@@ -127,6 +130,7 @@ async def serve(
             parts.append(replica.run())
         if deliverer is not None:
             parts.append(deliverer.run())
+        parts.append(purger.run())
         # Everything built so far (modules, the app, routes, models, tasks) lives as long
         # as the process: keep it out of the collector's full passes, which otherwise
         # stall the event loop for tens of milliseconds every second or so under load

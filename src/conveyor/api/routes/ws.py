@@ -301,6 +301,9 @@ class JobSocket:
         catchup = Catchup(await self.hub.backend(), after, until, self.hub.page_size)
         try:
             while page := await catchup.next_page():
+                if (gap := catchup.take_gap()) is not None:
+                    message = {"type": "history_truncated", "jobId": job_id}
+                    await self._send({**message, "oldestEventId": gap.oldest, "lost": gap.lost})
                 for event in page:
                     if event.job_id == job_id and self.subscription.wants(event):
                         await self.websocket.send_text(publish(event).json)
