@@ -274,9 +274,11 @@ class WebhookDeliverer:
                 retry_list = orjson.dumps(sorted(self._retrying)).decode()
                 self._retry_dirty = False
                 await backend.set_cursor(RETRY_CURSOR, retry_list)
-            if mark.cursor is not None and mark.cursor != cursor:
-                await backend.set_cursor(CURSOR, mark.cursor)
-                cursor = mark.cursor
+            # Read once: deliveries settle (and move the mark) while this awaits.
+            position = mark.cursor
+            if position is not None and position != cursor:
+                await backend.set_cursor(CURSOR, position)
+                cursor = position
         except ConveyorError as exc:
             self._retry_dirty = True
             logger.warning("webhooks: saving the cursor failed (%s)", exc)
