@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from conveyor import Conveyor
+from conveyor.api.events import CloseReason, EventHub, SubscriptionClosed
 from conveyor.backends.base import Backend
 
 from .conftest import assert_error
@@ -161,3 +162,25 @@ async def test_catchup_read_pages_through_the_feed(store_url: str) -> None:
         for bad in ({"limit": "0"}, {"limit": "1001"}, {"after": "not an id"}):
             assert_error(await http.get(EVENTS, params=bad), 422, "VALIDATION_ERROR")
     await conveyor.aclose()
+
+
+async def test_a_hub_behind_the_retained_feed_ends_its_streams_and_reads_on(
+    short_lived: tuple[Conveyor, Backend], caplog: pytest.LogCaptureFixture
+) -> None:
+    # An API process stalled for longer than the retention: its streams end as too slow,
+    # so that each client reconnects with its own last id and is told what it missed.
+    conveyor, backend = short_lived
+    old, kept = await submit_aged(conveyor, backend)
+    hub = EventHub(conveyor)
+    subscription = await hub.subscribe()
+    try:
+        hub._cursor = old
+        events = await hub._read(backend)
+        assert [e.id for e in events] == [kept]
+        assert subscription.closed
+        with pytest.raises(SubscriptionClosed) as closed:
+            await subscription.next(0)
+        assert closed.value.reason is CloseReason.SLOW
+        assert any(r.levelname == "ERROR" for r in caplog.records)
+    finally:
+        await hub.aclose()

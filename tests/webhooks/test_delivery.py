@@ -421,3 +421,35 @@ async def test_a_deliverer_down_during_a_bulk_delivers_every_webhook_once(
         assert delivered == {job, *(h.id for h in bulk)}
     finally:
         await app.aclose()
+
+
+async def test_a_deliverer_behind_the_retained_feed_says_what_it_lost_and_goes_on(
+    receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = make_app(event_retention_seconds=1.0)
+    try:
+        backend = await app.backend()
+        async with running(Worker(app, concurrency=2)):
+            lost = (await app.submit("add", (1, 1), callback_url=receiver.url)).job.id
+            await app.job(lost).wait(timeout=10)
+            # The deliverer had read the first event when it went down.
+            first = (await backend.read_events(None, 1))[0]
+            assert first.job_id == lost
+            await backend.set_cursor("webhooks", first.id)
+            await asyncio.sleep(1.2)  # the store's own clock passes the retention
+            kept = (await app.submit("add", (2, 2), callback_url=receiver.url)).job.id
+            await app.job(kept).wait(timeout=10)
+        await backend.purge()
+        deliverer = Running(fast(app))
+        try:
+            state = await webhook_state(app, kept, "delivered")
+        finally:
+            await deliverer.stop()
+        assert state["attempts"] == 1
+        assert [orjson.loads(r.body)["jobId"] for r in receiver.received] == [kept]
+        (record,) = [r for r in caplog.records if r.levelname == "ERROR"]
+        assert "were trimmed from the event feed" in record.getMessage()
+        assert first.id in record.getMessage()
+        assert "2 events" in record.getMessage()  # the lost job's start and completion
+    finally:
+        await app.aclose()
