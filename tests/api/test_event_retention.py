@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -95,16 +96,31 @@ async def submit_aged(conveyor: Conveyor, backend: Backend) -> tuple[str, str]:
     return old, kept.id
 
 
-async def test_sse_resume_from_trimmed_history_says_so_then_goes_on(
-    short_lived: tuple[Conveyor, Backend],
-) -> None:
+@dataclass
+class Aged:
+    """A served app whose feed lost its first events: ids of one of them and of the
+    oldest event kept."""
+
+    conveyor: Conveyor
+    http: httpx.AsyncClient
+    old: str
+    kept: str
+
+
+@pytest.fixture
+async def aged(short_lived: tuple[Conveyor, Backend]) -> AsyncIterator[Aged]:
     conveyor, backend = short_lived
     old, kept = await submit_aged(conveyor, backend)
     async with (
         serving(conveyor) as live,
         httpx.AsyncClient(base_url=live.base_url, timeout=10) as http,
-        stream(http, **{"Last-Event-ID": old}) as reader,
     ):
+        yield Aged(conveyor, http, old, kept)
+
+
+async def test_sse_resume_from_trimmed_history_says_so_then_goes_on(aged: Aged) -> None:
+    conveyor, http, old, kept = aged.conveyor, aged.http, aged.old, aged.kept
+    async with stream(http, **{"Last-Event-ID": old}) as reader:
         notice = await reader.message()
         assert notice is not None
         assert (notice.event, notice.id) == ("history_truncated", None)
@@ -116,28 +132,21 @@ async def test_sse_resume_from_trimmed_history_says_so_then_goes_on(
         assert (await reader.data())["jobId"] == later
 
 
-async def test_catchup_read_answers_410_behind_the_feed(
-    short_lived: tuple[Conveyor, Backend],
-) -> None:
-    conveyor, backend = short_lived
-    old, kept = await submit_aged(conveyor, backend)
-    async with (
-        serving(conveyor) as live,
-        httpx.AsyncClient(base_url=live.base_url, timeout=10) as http,
-    ):
-        error = assert_error(await http.get(EVENTS, params={"after": old}), 410)
-        assert error["code"] == "HISTORY_TRUNCATED"
-        assert error["details"]["lastEventId"] == old
-        assert error["details"]["oldestEventId"] == kept
-        for params in ({"after": old, "allowGap": "true"}, {}):
-            page = (await http.get(EVENTS, params=params)).json()
-            assert [e["eventId"] for e in page["items"]] == [kept]
-            assert page["items"][0]["type"] == "job_created"
-            assert page["nextCursor"] == kept
-        assert (await http.get(EVENTS, params={"after": kept})).json() == {
-            "items": [],
-            "nextCursor": kept,
-        }
+async def test_catchup_read_answers_410_behind_the_feed(aged: Aged) -> None:
+    http, old, kept = aged.http, aged.old, aged.kept
+    error = assert_error(await http.get(EVENTS, params={"after": old}), 410)
+    assert error["code"] == "HISTORY_TRUNCATED"
+    assert error["details"]["lastEventId"] == old
+    assert error["details"]["oldestEventId"] == kept
+    for params in ({"after": old, "allowGap": "true"}, {}):
+        page = (await http.get(EVENTS, params=params)).json()
+        assert [e["eventId"] for e in page["items"]] == [kept]
+        assert page["items"][0]["type"] == "job_created"
+        assert page["nextCursor"] == kept
+    assert (await http.get(EVENTS, params={"after": kept})).json() == {
+        "items": [],
+        "nextCursor": kept,
+    }
 
 
 async def test_catchup_read_pages_through_the_feed(store_url: str) -> None:

@@ -144,58 +144,65 @@ async def test_outcome_events_are_the_same_whichever_way_the_outcome_is_fenced(
     assert (released.status, released.attempts) == ("pending", 0)
 
 
+class Clock:
+    """A store clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+async def clocked(redis_server: RedisServer) -> AsyncIterator[tuple[RedisBackend, Clock]]:
+    """A store of its own on a hand-moved clock, keeping events ten seconds."""
+    clock = Clock()
+    url = f"{redis_server.url}?prefix=ev-{uuid.uuid4().hex[:10]}"
+    store = RedisBackend(url, clock=clock, retention=Retention(events=10))
+    await store.open()
+    try:
+        yield store, clock
+    finally:
+        await store.aclose()
+
+
 async def test_a_cursor_this_feed_never_issued_is_judged_by_where_it_sits(
-    redis_server: RedisServer,
+    clocked: tuple[RedisBackend, Clock],
 ) -> None:
-    now = [1_800_000_000.0]
-    prefix = "ev-" + uuid.uuid4().hex[:10]
-    store = RedisBackend(
-        f"{redis_server.url}?prefix={prefix}", clock=lambda: now[0], retention=Retention(events=10)
-    )
-    await store.open()
-    try:
-        await enqueue(store, make_job())
-        now[0] += 20
-        await enqueue(store, make_job())
-        now[0] += 1
-        await enqueue(store, make_job())
-        await store.purge()
-        kept = await store.read_events(None, 100)
-        assert len(kept) == 2
-        # Between the two entries held: nothing after it was trimmed.
-        between = event_id(f"{int((now[0] - 0.5) * 1000)}-0", None, 0)
-        assert [e.id for e in await store.read_events(between, 100)] == [kept[1].id]
-        # Before the oldest held, with a trimmed entry after it: told.
-        before = event_id(f"{int((now[0] - 30) * 1000)}-0", None, 0)
-        with pytest.raises(HistoryTruncatedError) as gap:
-            await store.read_events(before, 100)
-        assert gap.value.oldest == kept[0].id
-        # Between the trimmed entry and the oldest held: nothing it lacks went.
-        after_trimmed = event_id(f"{int((now[0] - 10) * 1000)}-0", None, 0)
-        assert len(await store.read_events(after_trimmed, 100)) == 2
-    finally:
-        await store.aclose()
+    store, clock = clocked
+    await enqueue(store, make_job())
+    clock.now += 20
+    await enqueue(store, make_job())
+    clock.now += 1
+    await enqueue(store, make_job())
+    await store.purge()
+    kept = await store.read_events(None, 100)
+    assert len(kept) == 2
+    # Between the two entries held: nothing after it was trimmed.
+    between = event_id(f"{int((clock.now - 0.5) * 1000)}-0", None, 0)
+    assert [e.id for e in await store.read_events(between, 100)] == [kept[1].id]
+    # Before the oldest held, with a trimmed entry after it: told.
+    before = event_id(f"{int((clock.now - 30) * 1000)}-0", None, 0)
+    with pytest.raises(HistoryTruncatedError) as gap:
+        await store.read_events(before, 100)
+    assert gap.value.oldest == kept[0].id
+    # Between the trimmed entry and the oldest held: nothing it lacks went.
+    after_trimmed = event_id(f"{int((clock.now - 10) * 1000)}-0", None, 0)
+    assert len(await store.read_events(after_trimmed, 100)) == 2
 
 
-async def test_everything_trimmed_and_nothing_new(redis_server: RedisServer) -> None:
-    now = [1_800_000_000.0]
-    prefix = "ev-" + uuid.uuid4().hex[:10]
-    store = RedisBackend(
-        f"{redis_server.url}?prefix={prefix}", clock=lambda: now[0], retention=Retention(events=10)
-    )
-    await store.open()
-    try:
-        await enqueue(store, make_job(), make_job())
-        first, last = (e.id for e in await store.read_events(None, 100))
-        now[0] += 60
-        await store.purge()
-        assert await store.read_events(None, 100) == []
-        assert await store.read_events(last, 100) == []  # it had everything
-        with pytest.raises(HistoryTruncatedError) as gap:
-            await store.read_events(first, 100)
-        assert gap.value.oldest is None
-    finally:
-        await store.aclose()
+async def test_everything_trimmed_and_nothing_new(clocked: tuple[RedisBackend, Clock]) -> None:
+    store, clock = clocked
+    await enqueue(store, make_job(), make_job())
+    first, last = (e.id for e in await store.read_events(None, 100))
+    clock.now += 60
+    await store.purge()
+    assert await store.read_events(None, 100) == []
+    assert await store.read_events(last, 100) == []  # it had everything
+    with pytest.raises(HistoryTruncatedError) as gap:
+        await store.read_events(first, 100)
+    assert gap.value.oldest is None
 
 
 async def test_entries_of_older_versions_make_a_cursor_behind_them_truncated(

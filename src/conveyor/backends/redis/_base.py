@@ -56,6 +56,8 @@ class RedisBase:
         self._clock = clock
         self._client: Any = None
         self._closed = False
+        # Background reads left to finish on their own (see RedisBackend._block).
+        self._dangling: set[asyncio.Task[Any]] = set()
         self.cluster = self.options.cluster
         self._g = GlobalKeys(self.options.prefix)
         self._queue_keys: dict[str, QueueKeys] = {}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,7 +13,7 @@ from conveyor.backends._common import (
     claim_or_give_back,
     lease_expired_error,
 )
-from conveyor.backends.base import EnqueueResult, Outcome, OutcomeKind, Retention
+from conveyor.backends.base import EnqueueResult, Outcome, OutcomeKind
 from conveyor.backends.redis._base import CONSUMER, GROUP, Call, RedisBase, Route
 from conveyor.backends.redis._codec import job_from_hash, last_lease, pairs, static_blob, time_arg
 from conveyor.backends.redis._connect import MAX_BLOCK, check_server, guarded
@@ -75,16 +75,6 @@ class RedisBackend(
     Raises:
         ConfigurationError: the URL cannot be used.
     """
-
-    def __init__(
-        self,
-        url: str,
-        *,
-        clock: Callable[[], float] | None = None,
-        retention: Retention | None = None,
-    ) -> None:
-        super().__init__(url, clock=clock, retention=retention)
-        self._dangling: set[asyncio.Task[Any]] = set()
 
     def __repr__(self) -> str:
         kind = "cluster" if self.cluster else "server"
