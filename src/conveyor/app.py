@@ -14,7 +14,14 @@ from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar, overload
 
 from conveyor.backends import backend_from_url
-from conveyor.backends.base import Backend, EnqueueResult, MisfirePolicy, OverlapPolicy, Schedule
+from conveyor.backends.base import (
+    Backend,
+    EnqueueResult,
+    MisfirePolicy,
+    OverlapPolicy,
+    Retention,
+    Schedule,
+)
 from conveyor.errors import ConfigurationError, UnknownTaskError, ValidationError
 from conveyor.job import Job, JobHandle
 from conveyor.settings import Settings
@@ -84,6 +91,12 @@ class Conveyor:
     def url(self) -> str:
         """The store URL."""
         return self.settings.url
+
+    @property
+    def retention(self) -> Retention:
+        """How long the store keeps finished jobs and events (from the settings)."""
+        s = self.settings
+        return Retention(result_ttl=s.result_ttl_seconds, events=s.event_retention_seconds)
 
     # -- tasks -----------------------------------------------------------------------
     @overload
@@ -338,10 +351,10 @@ class Conveyor:
             with self._open_lock:
                 if self.url.startswith("memory:"):
                     if self._shared is None:
-                        self._shared = backend_from_url(self.url)
+                        self._shared = backend_from_url(self.url, self.retention)
                     backend = self._shared
                 else:
-                    backend = backend_from_url(self.url)
+                    backend = backend_from_url(self.url, self.retention)
             await backend.open()
         except BaseException as exc:
             future.set_exception(exc)

@@ -11,6 +11,7 @@
     ├── JobNotFoundError
     ├── ConflictError               the job is in the wrong state for the request
     ├── QueueFullError              a queue at its maximum length
+    ├── HistoryTruncatedError       events after a reader's cursor are past retention
     ├── BackendError                the store failed
     │   └── BackendUnavailableError the store cannot be reached
     ├── JobTimeoutError             waiting for a result took too long
@@ -85,6 +86,37 @@ class QueueFullError(ConveyorError):
         super().__init__(f"queue {queue!r} is full")
         self.queue = queue
         self.retry_after = retry_after
+
+
+class HistoryTruncatedError(ConveyorError):
+    """Events after a reader's cursor were trimmed from the event feed (retention).
+
+    Raised by ``read_events`` so that a reader that fell that far behind learns it
+    instead of skipping the lost events silently; read on with ``allow_gap=True``.
+
+    Args:
+        after: the cursor the reader gave.
+        oldest: the id of the oldest event still held after it (None: none is held).
+        oldest_at: that event's time (seconds since the epoch), when there is one.
+        lost: how many events were trimmed after the cursor, when the store knows.
+    """
+
+    def __init__(
+        self,
+        after: str,
+        oldest: str | None,
+        oldest_at: float | None = None,
+        lost: int | None = None,
+    ) -> None:
+        what = "events" if lost is None else f"{lost} events"
+        super().__init__(
+            f"{what} after {after!r} were trimmed from the event feed; "
+            f"the oldest held is {oldest!r}"
+        )
+        self.after = after
+        self.oldest = oldest
+        self.oldest_at = oldest_at
+        self.lost = lost
 
 
 class BackendError(ConveyorError):

@@ -18,6 +18,7 @@ from typing import Any
 
 from conveyor.app import Conveyor
 from conveyor.errors import ConfigurationError
+from conveyor.purger import Purger
 from conveyor.scheduling.scheduler import Scheduler
 from conveyor.webhooks import WebhookDeliverer
 from conveyor.worker import Worker
@@ -110,7 +111,7 @@ async def serve(
     on_ready: Callable[[], None] | None = None,
 ) -> None:
     """Serve until SIGTERM/SIGINT: the HTTP API, a worker and a scheduler replica, in any
-    combination, in one process.
+    combination, in one process, with a :class:`~conveyor.purger.Purger` in every case.
 
     Raises:
         ConfigurationError: the API would listen on a non-loopback ``host`` with no auth
@@ -131,6 +132,7 @@ async def serve(
     # An API process pushes the queue options declared in code and runs the webhook
     # deliverer (which delivers only while it holds the `webhooks` lock).
     deliverer = WebhookDeliverer(app) if api else None
+    purger = Purger(app)
     if api:
         await app.configure_queues()
     signals_seen = 0
@@ -148,6 +150,7 @@ async def serve(
                 replica.stop()
             if deliverer is not None:
                 deliverer.stop()
+            purger.stop()
         else:
             logger.warning("%s received again: stopping now", sig.name)
             if server is not None:
@@ -166,6 +169,7 @@ async def serve(
             parts.append(replica.run())
         if deliverer is not None:
             parts.append(deliverer.run())
+        parts.append(purger.run())
         # Everything built so far (modules, the app, routes, models, tasks) lives as long
         # as the process: keep it out of the collector's full passes, which otherwise
         # stall the event loop for tens of milliseconds every second or so under load

@@ -38,6 +38,7 @@ class Settings:
     lease_seconds: float = 30.0
     shutdown_grace_seconds: float = 30.0
     result_ttl_seconds: float = 86_400.0
+    event_retention_seconds: float = 3_600.0
     idempotency_ttl_seconds: float = 86_400.0
     api_tokens: tuple[str, ...] = field(default=(), repr=False)
     max_body_bytes: int = 1_048_576
@@ -52,6 +53,7 @@ class Settings:
             "lease_seconds",
             "shutdown_grace_seconds",
             "result_ttl_seconds",
+            "event_retention_seconds",
             "idempotency_ttl_seconds",
             "poll_interval_seconds",
         ):

@@ -83,15 +83,15 @@ async def test_purge_removes_expired_records_only(backend: Backend, clock: Shift
     await backend.complete([done(leased, "w")])
     await enqueue(backend, pending, ttl=100)
 
-    assert await backend.purge(result_ttl=60) == 0
+    assert await backend.purge() == 0
     clock.advance(61)
-    assert await backend.purge(result_ttl=60) == 1
+    assert await backend.purge() == 1
     assert await backend.get_job(finished.id) is None
     assert await backend.get_job(pending.id) is not None  # unfinished jobs are kept
 
     # The idempotency key outlives neither its ttl nor a purge.
     clock.advance(40)
-    await backend.purge(result_ttl=60)
+    await backend.purge()
     (again,) = await backend.enqueue([make_job(idempotency_key="key")], idempotency_ttl=100)
     assert again.created
 

@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 
 from conveyor import Conveyor, JobStatus
 from conveyor.backends import backend_from_url
-from conveyor.backends.base import JobFilter
+from conveyor.backends.base import JobFilter, Retention
 from conveyor.backends.redis import RedisBackend, parse_redis_url
 from conveyor.errors import BackendUnavailableError, ConfigurationError
 from conveyor.worker import Worker
@@ -179,7 +179,11 @@ async def test_purge_deletes_records(redis_server: RedisServer, raw: Redis) -> N
     clock_offset = [0.0]
     import time
 
-    backend = RedisBackend(_url(redis_server), clock=lambda: time.time() + clock_offset[0])
+    backend = RedisBackend(
+        _url(redis_server),
+        clock=lambda: time.time() + clock_offset[0],
+        retention=Retention(result_ttl=60.0),
+    )
     await backend.open()
     try:
         job = make_job()
@@ -187,7 +191,7 @@ async def test_purge_deletes_records(redis_server: RedisServer, raw: Redis) -> N
         (leased,) = await backend.fetch(["default"], "w", 1, 30)
         await backend.complete([done(leased, "w")])
         clock_offset[0] = 120
-        assert await backend.purge(result_ttl=60) == 1
+        assert await backend.purge() == 1
         assert not await raw.exists(backend.keys("default").job(job.id))
         assert await backend.get_job(job.id) is None
     finally:
@@ -202,6 +206,18 @@ def test_url_options() -> None:
         parse_redis_url("redis://h/0?prefix={x}")
     with pytest.raises(ConfigurationError):
         parse_redis_url("unix:///tmp/r.sock?cluster=1")
+    assert parse_redis_url("redis://h:1/2").result_ttl is None
+
+
+def test_result_ttl_in_the_url_must_agree_with_the_setting() -> None:
+    # Older versions took the retention from the URL; it now comes from the settings,
+    # the same for every process: an old URL still works while it says the same.
+    url = "redis://h:1/0?result_ttl=3600"
+    assert RedisBackend(url, retention=Retention(result_ttl=3600.0)).retention.result_ttl == 3600
+    with pytest.raises(ConfigurationError, match="CONVEYOR_RESULT_TTL_SECONDS"):
+        RedisBackend(url, retention=Retention(result_ttl=86_400.0))
+    with pytest.raises(ConfigurationError):
+        backend_from_url(url)  # the default retention is 24 h
     assert isinstance(backend_from_url("rediss://h:1/0"), RedisBackend)
     assert isinstance(backend_from_url("unix:///tmp/redis.sock"), RedisBackend)
 
@@ -211,7 +227,7 @@ def test_a_missing_redis_server_fails_naming_the_package(
 ) -> None:
     monkeypatch.setattr("shutil.which", lambda name: None)
     monkeypatch.setattr("os.path.exists", lambda path: False)
-    with pytest.raises(pytest.fail.Exception, match="apt-get install redis-server"):
+    with pytest.raises(pytest.fail.Exception, match="apt-get install -y redis-server"):
         require()
 
 

@@ -10,8 +10,10 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.asyncio import Redis
 
-from conveyor.backends.base import Outcome, OutcomeKind
+from conveyor.backends.base import Outcome, OutcomeKind, Retention
 from conveyor.backends.redis import RedisBackend
+from conveyor.backends.redis._codec import event_id
+from conveyor.errors import HistoryTruncatedError
 from tests.contract.helpers import done, enqueue, make_job
 from tests.redis_server import RedisClusterServers, RedisServer
 
@@ -140,3 +142,90 @@ async def test_outcome_events_are_the_same_whichever_way_the_outcome_is_fenced(
     assert released is not None
     assert (retried.status, retried.attempts, retried.error) == ("pending", 1, err)
     assert (released.status, released.attempts) == ("pending", 0)
+
+
+class Clock:
+    """A store clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+async def clocked(redis_server: RedisServer) -> AsyncIterator[tuple[RedisBackend, Clock]]:
+    """A store of its own on a hand-moved clock, keeping events ten seconds."""
+    clock = Clock()
+    url = f"{redis_server.url}?prefix=ev-{uuid.uuid4().hex[:10]}"
+    store = RedisBackend(url, clock=clock, retention=Retention(events=10))
+    await store.open()
+    try:
+        yield store, clock
+    finally:
+        await store.aclose()
+
+
+async def test_a_cursor_this_feed_never_issued_is_judged_by_where_it_sits(
+    clocked: tuple[RedisBackend, Clock],
+) -> None:
+    store, clock = clocked
+    await enqueue(store, make_job())
+    clock.now += 20
+    await enqueue(store, make_job())
+    clock.now += 1
+    await enqueue(store, make_job())
+    await store.purge()
+    kept = await store.read_events(None, 100)
+    assert len(kept) == 2
+    # Between the two entries held: nothing after it was trimmed.
+    between = event_id(f"{int((clock.now - 0.5) * 1000)}-0", None, 0)
+    assert [e.id for e in await store.read_events(between, 100)] == [kept[1].id]
+    # Before the oldest held, with a trimmed entry after it: told.
+    before = event_id(f"{int((clock.now - 30) * 1000)}-0", None, 0)
+    with pytest.raises(HistoryTruncatedError) as gap:
+        await store.read_events(before, 100)
+    assert gap.value.oldest == kept[0].id
+    # Between the trimmed entry and the oldest held: nothing it lacks went.
+    after_trimmed = event_id(f"{int((clock.now - 10) * 1000)}-0", None, 0)
+    assert len(await store.read_events(after_trimmed, 100)) == 2
+
+
+async def test_everything_trimmed_and_nothing_new(clocked: tuple[RedisBackend, Clock]) -> None:
+    store, clock = clocked
+    await enqueue(store, make_job(), make_job())
+    first, last = (e.id for e in await store.read_events(None, 100))
+    clock.now += 60
+    await store.purge()
+    assert await store.read_events(None, 100) == []
+    assert await store.read_events(last, 100) == []  # it had everything
+    with pytest.raises(HistoryTruncatedError) as gap:
+        await store.read_events(first, 100)
+    assert gap.value.oldest is None
+
+
+async def test_entries_of_older_versions_make_a_cursor_behind_them_truncated(
+    redis_server: RedisServer,
+) -> None:
+    # Written before entries named their predecessor: when in doubt, the reader is told.
+    prefix = "ev-" + uuid.uuid4().hex[:10]
+    store = RedisBackend(f"{redis_server.url}?prefix={prefix}")
+    await store.open()
+    raw = Redis(port=redis_server.port, decode_responses=True)
+    try:
+        feed = f"{prefix}:events"
+        await raw.xadd(feed, {"t": "job_created", "j": "a", "a": "1", "d": "{}"}, id="1000-0")
+        await raw.xadd(feed, {"t": "job_created", "j": "b", "a": "2", "d": "{}"}, id="2000-0")
+        await raw.xtrim(feed, minid="2000-0", approximate=False)
+        with pytest.raises(HistoryTruncatedError):
+            await store.read_events(event_id("500-0"), 100)
+        new = make_job()
+        await enqueue(store, new)  # its `p` is '?': the feed held entries of older versions
+        assert [e.job_id for e in await store.read_events(event_id("2000-0"), 100)] == [new.id]
+        await raw.xtrim(feed, minid="2001-0", approximate=False)  # "b" goes too
+        with pytest.raises(HistoryTruncatedError):  # what was between "b" and the new one?
+            await store.read_events(event_id("2000-0"), 100)
+    finally:
+        await raw.aclose()
+        await store.aclose()

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.asyncio import Redis
 
+from conveyor.backends.base import Retention
 from conveyor.backends.redis import RedisBackend, _records
 from tests.contract.helpers import done, enqueue, make_job
 from tests.redis_server import RedisServer
@@ -46,7 +47,8 @@ def clock() -> _Clock:
 async def store(redis_server: RedisServer, clock: _Clock) -> AsyncIterator[RedisBackend]:
     """A store of its own (a fresh key prefix) on the store clock ``clock``."""
     prefix = "t-" + uuid.uuid4().hex[:10]
-    backend = RedisBackend(f"{redis_server.url}?prefix={prefix}", clock=clock)
+    retention = Retention(result_ttl=60.0)
+    backend = RedisBackend(f"{redis_server.url}?prefix={prefix}", clock=clock, retention=retention)
     await backend.open()
     try:
         yield backend
@@ -141,12 +143,12 @@ async def test_purge_scans_past_recently_finished_old_jobs(
     assert await store.complete([done(a, "w")]) == [True]
 
     # The oldest id finished just now: kept, and the scan goes on past it.
-    assert await store.purge(result_ttl=60) == 1
+    assert await store.purge() == 1
     assert await store.get_job(young.id) is None
     assert await store.get_job(old.id) is not None
     assert await raw.zrange(base + "i:completed", 0, -1) == [old.id]
     assert await raw.exists(base + "done") == 0
 
     clock.now += 61
-    assert await store.purge(result_ttl=60) == 1
+    assert await store.purge() == 1
     assert await raw.zcard(base + "i:completed") == 0

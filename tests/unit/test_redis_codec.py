@@ -8,11 +8,13 @@ import orjson
 import pytest
 
 from conveyor.backends.redis._codec import (
+    cursor_order,
     event_id,
     events_from_entry,
     job_from_hash,
     last_lease,
     lease_owner,
+    parse_event_id,
 )
 
 
@@ -27,7 +29,7 @@ def test_compact_created_and_started_entries_expand_to_one_event_per_job() -> No
     assert [(e.id, e.type, e.job_id, e.at, e.data) for e in created] == [
         (event_id("5-1", None, 0), "job_created", "j1", 1.5, {"queue": "mail", "taskType": "send"}),
         (
-            event_id("5-1", None, 1),
+            event_id("5-1", None, 1, last=True),
             "job_created",
             "j2",
             1.5,
@@ -88,7 +90,7 @@ def test_outcome_entry_holds_only_the_outcomes_that_applied(outcomes: list[list[
             "j5",
             {"attempt": 2, **head, "error": err, "runAt": None},
         ),
-        (event_id("9-0", "mail", 4), "job_released", "j6", {"attempt": 3, **head}),
+        (event_id("9-0", "mail", 4, last=True), "job_released", "j6", {"attempt": 3, **head}),
     ]
 
 
@@ -119,3 +121,21 @@ def test_a_record_edited_by_hand_still_reads() -> None:
         "j1", {"s": "pending", "d": '{"t": "send", "m": "many"}', "pr": "high", "p": "x"}
     )
     assert (job.type, job.max_retries, job.priority, job.progress) == ("send", 0, 0, 0)
+
+
+def test_the_last_event_of_an_entry_is_marked_and_cursors_read_either_way() -> None:
+    created = _dump([["a", "t"], ["b", "t"]])
+    first, last = events_from_entry("7-2", {"a": "1", "C": "q", "j": created})
+    assert last.id == "000000000000007-0000000002.0001e"
+    assert cursor_order(last.id) == "000000000000007-0000000002.0001"
+    assert cursor_order(first.id) == first.id
+    cursor = parse_event_id(last.id)
+    assert (cursor.entry, cursor.last, cursor.queue) == ((7, 2), True, None)
+    # A cursor issued before the mark existed is the same event (not its last, as far
+    # as anyone can tell), and so is one written without padding.
+    old = parse_event_id("000000000000007-0000000002.0001")
+    assert (old.order, old.last) == (cursor.order, False)
+    assert parse_event_id("7-2.1e").order == cursor.order
+    assert parse_event_id("7-2-mail").last  # entries of older versions hold one event
+    legacy = event_id("7-2", "abcdefg")  # a queue name is not a mark
+    assert cursor_order(legacy) == legacy

@@ -16,13 +16,14 @@ from typing import Any
 import pytest
 
 from conveyor.backends import backend_from_url
-from conveyor.backends import sqlite as sqlite_module
+from conveyor.backends.base import Retention
 from conveyor.backends.sqlite import SQLiteBackend, parse_sqlite_url
 from conveyor.backends.sqlite_migrations import LATEST_VERSION
 from conveyor.errors import (
     BackendError,
     BackendUnavailableError,
     ConfigurationError,
+    HistoryTruncatedError,
     ValidationError,
 )
 from conveyor.job import Job, JobStatus, new_job_id
@@ -333,17 +334,29 @@ async def test_a_cancelled_fetch_hands_its_jobs_back(backend: SQLiteBackend) -> 
 
 
 # -- events -------------------------------------------------------------------------------
-async def test_purge_trims_the_event_feed(
-    backend: SQLiteBackend, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(sqlite_module, "EVENT_RETENTION", 5)
-    await backend.enqueue([job() for _ in range(12)], idempotency_ttl=60)
-    await backend.purge(result_ttl=60)
-    kept = await backend.read_events(None, 100)
-    assert [int(e.id) for e in kept] == list(range(8, 13))
-    await backend.enqueue([job()], idempotency_ttl=60)
-    (newest,) = await backend.read_events(kept[-1].id, 100)
-    assert int(newest.id) == 13
+async def test_purge_trims_events_older_than_the_retention(url: str) -> None:
+    now = [1000.0]
+    store = SQLiteBackend(url, clock=lambda: now[0], retention=Retention(events=10.0))
+    await store.open()
+    try:
+        await store.enqueue([job() for _ in range(5)], idempotency_ttl=60)
+        now[0] += 6
+        await store.enqueue([job() for _ in range(7)], idempotency_ttl=60)
+        now[0] += 6  # the first five are 12 s old, the next seven 6 s
+        await store.purge()
+        kept = await store.read_events(None, 100)
+        assert [int(e.id) for e in kept] == list(range(6, 13))
+        await store.enqueue([job()], idempotency_ttl=60)
+        (newest,) = await store.read_events(kept[-1].id, 100)
+        assert int(newest.id) == 13
+        now[0] += 60
+        await store.purge()  # all of them: the feed is empty, its numbering goes on
+        assert await store.read_events(None, 100) == []
+        with pytest.raises(HistoryTruncatedError) as gap:
+            await store.read_events("00000000000000000010", 100)
+        assert (gap.value.oldest, gap.value.lost) == (None, 3)
+    finally:
+        await store.aclose()
 
 
 async def test_a_malformed_event_cursor_is_refused(backend: SQLiteBackend) -> None:

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 
 from conveyor import Conveyor, Settings
@@ -357,3 +359,97 @@ async def test_losing_leadership_while_reading_the_feed_ends_the_session_quietly
             await session(client)
     assert _only_lost(ended.value)
     assert mark.outstanding == 1  # not delivered, not settled: the cursor stays before it
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def durable_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'hooks.db'}"
+    server = request.getfixturevalue("redis_server")
+    return f"{server.url}?prefix=hooks-{uuid.uuid4().hex[:10]}"
+
+
+async def completed_count(app: Conveyor) -> int:
+    backend = await app.backend()
+    return sum(q.completed for q in await backend.queue_stats())
+
+
+async def settled(app: Conveyor) -> None:
+    """Wait until the deliverer's stored cursor is the feed's last event."""
+    backend = await app.backend()
+    async with asyncio.timeout(30):
+        while True:
+            last, after = None, None
+            while page := await backend.read_events(after, 1000, allow_gap=True):
+                last = after = page[-1].id
+            if last is not None and await backend.get_cursor("webhooks") == last:
+                return
+            await asyncio.sleep(0.05)
+
+
+@pytest.mark.timeout(120)
+async def test_a_deliverer_down_during_a_bulk_delivers_every_webhook_once(
+    durable_url: str, receiver: Receiver
+) -> None:
+    app = make_app(durable_url)
+    add = app.get_task("add")
+    try:
+        async with running(Worker(app, concurrency=10)):
+            first = Running(fast(app))
+            job = (await app.submit("add", (0, 0), callback_url=receiver.url)).job.id
+            await webhook_state(app, job, "delivered")
+            await first.stop()  # down, with its cursor stored
+            hooked = add.options(callback_url=receiver.url)
+            bulk = await hooked.enqueue_many([((i, i), {}) for i in range(1000)])
+            async with asyncio.timeout(60):
+                while await completed_count(app) < 1001:
+                    await asyncio.sleep(0.05)
+        # More traffic while it is still down: many small feed entries, then a bulk.
+        for i in range(200):
+            await app.submit("add", (i, 1))
+        await add.enqueue_many([((i, 2), {}) for i in range(1000)])
+
+        second = Running(fast(app))
+        try:
+            await receiver.wait_for(1001, timeout=60)
+            await settled(app)
+        finally:
+            await second.stop()
+        ids = [r.headers["webhook-id"] for r in receiver.received]
+        assert len(ids) == len(set(ids)) == 1001
+        delivered = {orjson.loads(r.body)["jobId"] for r in receiver.received}
+        assert delivered == {job, *(h.id for h in bulk)}
+    finally:
+        await app.aclose()
+
+
+async def test_a_deliverer_behind_the_retained_feed_says_what_it_lost_and_goes_on(
+    receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = make_app(event_retention_seconds=1.0)
+    try:
+        backend = await app.backend()
+        async with running(Worker(app, concurrency=2)):
+            lost = (await app.submit("add", (1, 1), callback_url=receiver.url)).job.id
+            await app.job(lost).wait(timeout=10)
+            # The deliverer had read the first event when it went down.
+            first = (await backend.read_events(None, 1))[0]
+            assert first.job_id == lost
+            await backend.set_cursor("webhooks", first.id)
+            await asyncio.sleep(1.2)  # the store's own clock passes the retention
+            kept = (await app.submit("add", (2, 2), callback_url=receiver.url)).job.id
+            await app.job(kept).wait(timeout=10)
+        await backend.purge()
+        deliverer = Running(fast(app))
+        try:
+            state = await webhook_state(app, kept, "delivered")
+        finally:
+            await deliverer.stop()
+        assert state["attempts"] == 1
+        assert [orjson.loads(r.body)["jobId"] for r in receiver.received] == [kept]
+        (record,) = [r for r in caplog.records if r.levelname == "ERROR"]
+        assert "were trimmed from the event feed" in record.getMessage()
+        assert first.id in record.getMessage()
+        assert "2 events" in record.getMessage()  # the lost job's start and completion
+    finally:
+        await app.aclose()

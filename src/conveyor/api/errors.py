@@ -32,6 +32,7 @@ from conveyor.errors import (
     ConfigurationError,
     ConflictError,
     ConveyorError,
+    HistoryTruncatedError,
     JobNotFoundError,
     QueueFullError,
     SerializationError,
@@ -51,6 +52,7 @@ CODE_OF_STATUS = {
     404: "NOT_FOUND",
     405: "METHOD_NOT_ALLOWED",
     409: "CONFLICT",
+    410: "GONE",
     413: "PAYLOAD_TOO_LARGE",
     415: "UNSUPPORTED_MEDIA_TYPE",
     422: "VALIDATION_ERROR",
@@ -141,6 +143,9 @@ def _conveyor_error(exc: ConveyorError) -> Response:
         return error_response(404, "NOT_FOUND", f"job {job_id!r} not found", {"jobId": job_id})
     if isinstance(exc, ConflictError):
         return error_response(409, "CONFLICT", str(exc))
+    if isinstance(exc, HistoryTruncatedError):
+        details = {"lastEventId": exc.after, "oldestEventId": exc.oldest, "lost": exc.lost}
+        return error_response(410, "HISTORY_TRUNCATED", str(exc), details)
     if isinstance(exc, QueueFullError):
         retry_after = str(max(1, math.ceil(exc.retry_after)))
         return error_response(

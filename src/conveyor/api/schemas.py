@@ -223,6 +223,16 @@ class JobList(_Camel):
     next_cursor: str | None = Field(description="pass as `cursor` for the next page")
 
 
+class EventPage(_Camel):
+    """Stored events after a cursor, oldest first (each as the SSE stream's JSON)."""
+
+    items: list[dict[str, Any]]
+    next_cursor: str | None = Field(
+        description="pass as `after` for the next page (the last item's id, or the "
+        "`after` given when there is none)"
+    )
+
+
 class Health(BaseModel):
     """Liveness or readiness."""
 
@@ -233,6 +243,7 @@ _ERROR_DESCRIPTIONS = {
     401: "missing or wrong bearer token",
     404: "not found",
     409: "the state does not allow this",
+    410: "events after the cursor were trimmed (retention)",
     413: "request body too large",
     415: "the body is not JSON",
     422: "invalid request",

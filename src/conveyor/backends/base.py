@@ -48,6 +48,22 @@ class Outcome:
 
 
 @dataclass(frozen=True, slots=True)
+class Retention:
+    """How long a store keeps what no longer changes; given when the store is built, so
+    that every process opening it applies the same values from its first write.
+
+    Args:
+        result_ttl: seconds a finished job's record (and result) is kept after it
+            finished (``CONVEYOR_RESULT_TTL_SECONDS``).
+        events: seconds an event stays in the event feed (``CONVEYOR_EVENT_RETENTION_SECONDS``),
+            so that SSE clients and the webhook deliverer can resume.
+    """
+
+    result_ttl: float = 86_400.0
+    events: float = 3_600.0
+
+
+@dataclass(frozen=True, slots=True)
 class Event:
     """One transition of one job, in the store's event feed.
 
@@ -349,13 +365,30 @@ class Backend(LeaderLock, QueueControl, WorkerRegistry, DeliveryLog, ScheduleSto
             ConflictError: the job is not failed or cancelled.
         """
 
-    async def purge(self, result_ttl: float) -> int:
-        """Delete finished jobs older than ``result_ttl`` and expired idempotency keys,
-        and trim the event feed. Returns the number of jobs deleted."""
+    async def purge(self) -> int:
+        """Delete finished jobs older than the store's ``Retention.result_ttl`` and expired
+        idempotency keys, and trim events older than ``Retention.events`` from the feed.
+        Returns the number of jobs deleted."""
 
     async def queue_stats(self) -> list[QueueStats]:
         """Counts per queue."""
 
     # -- events ----------------------------------------------------------------------
-    async def read_events(self, after: str | None, limit: int) -> list[Event]:
-        """Events after the cursor ``after`` (from the oldest retained when None)."""
+    async def read_events(
+        self, after: str | None, limit: int, *, allow_gap: bool = False
+    ) -> list[Event]:
+        """Events after the cursor ``after`` (from the oldest retained when None).
+
+        A cursor this feed never issued is read from where it would sit (nothing is
+        missing unless events after it were trimmed).
+
+        Args:
+            after: the id of the last event the reader has, or None.
+            limit: the most events to return.
+            allow_gap: when events after ``after`` were trimmed (retention), return the
+                events still held after it instead of raising.
+
+        Raises:
+            HistoryTruncatedError: events after ``after`` were trimmed (and not
+                ``allow_gap``); it names the oldest event still held.
+        """

@@ -17,7 +17,6 @@ from typing import Any
 
 from conveyor.backends._common import (
     EVENT_OF_OUTCOME,
-    EVENT_RETENTION,
     QUEUE_FULL_RETRY_AFTER,
     apply_outcome,
     lease_expired_error,
@@ -34,17 +33,32 @@ from conveyor.backends.base import (
     JobPage,
     Outcome,
     QueueStats,
+    Retention,
 )
-from conveyor.errors import ConflictError, JobNotFoundError, QueueFullError
+from conveyor.errors import ConflictError, HistoryTruncatedError, JobNotFoundError, QueueFullError
 from conveyor.job import Job, JobStatus
 
 
 class InMemoryBackend(MemoryRegistryMixin, MemorySchedulesMixin):
-    """A :class:`~conveyor.backends.base.Backend` that keeps everything in dicts and heaps."""
+    """A :class:`~conveyor.backends.base.Backend` that keeps everything in dicts and heaps.
 
-    def __init__(self, url: str = "memory://", *, clock: Any = time.time) -> None:
+    Args:
+        url: ``memory://``.
+        clock: the store's clock (seconds since the epoch); tests inject their own.
+        retention: how long finished jobs (at :meth:`purge`) and events (as new ones
+            are written) are kept.
+    """
+
+    def __init__(
+        self,
+        url: str = "memory://",
+        *,
+        clock: Any = time.time,
+        retention: Retention | None = None,
+    ) -> None:
         self.url = url
         self._clock = clock
+        self.retention = retention or Retention()
         self._lock = threading.Lock()
         self._jobs: dict[str, Job] = {}
         # Ready jobs per queue: (-priority, seq, id). Delayed jobs: (run_at, seq, id).
@@ -54,8 +68,9 @@ class InMemoryBackend(MemoryRegistryMixin, MemorySchedulesMixin):
         self._seq = itertools.count()
         self._running: dict[str, Job] = {}
         self._idempotency: dict[str, tuple[str, float]] = {}
-        self._events: deque[Event] = deque(maxlen=EVENT_RETENTION)
+        self._events: deque[Event] = deque()
         self._event_seq = itertools.count(1)
+        self._trimmed_through = 0  # the number of the newest event trimmed
         self._waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
         self._locks: dict[str, tuple[str, float, int]] = {}  # name -> (owner, expiry, token)
         self._max_length: dict[str, int] = {}
@@ -80,6 +95,13 @@ class InMemoryBackend(MemoryRegistryMixin, MemorySchedulesMixin):
     def _emit(self, type_: str, job: Job, now: float, data: dict[str, Any] | None = None) -> None:
         event_id = f"{next(self._event_seq):020d}"
         self._events.append(Event(event_id, type_, job.id, now, data or {}))
+        self._trim_events(now)
+
+    def _trim_events(self, now: float) -> None:
+        cutoff = now - self.retention.events
+        events = self._events
+        while events and events[0].at < cutoff:
+            self._trimmed_through = int(events.popleft().id)
 
     def _schedule(self, job: Job, now: float) -> None:
         seq = next(self._seq)
@@ -371,10 +393,12 @@ class InMemoryBackend(MemoryRegistryMixin, MemorySchedulesMixin):
             self._notify()
             return job.copy()
 
-    async def purge(self, result_ttl: float) -> int:
+    async def purge(self) -> int:
         now = float(self._clock())
+        result_ttl = self.retention.result_ttl
         removed = 0
         with self._lock:
+            self._trim_events(now)
             for job_id, job in list(self._jobs.items()):
                 if job.status.finished and (job.completed_at or 0) + result_ttl <= now:
                     del self._jobs[job_id]
@@ -402,12 +426,20 @@ class InMemoryBackend(MemoryRegistryMixin, MemorySchedulesMixin):
         return [QueueStats(name=name, **row) for name, row in sorted(counts.items())]
 
     # -- events ----------------------------------------------------------------------
-    async def read_events(self, after: str | None, limit: int) -> list[Event]:
+    async def read_events(
+        self, after: str | None, limit: int, *, allow_gap: bool = False
+    ) -> list[Event]:
         start = parse_event_number(after)
         # Ids are zero-padded to 20 digits, so they compare as their numbers do.
         floor = None if start is None else f"{start:020d}"
         with self._lock:
             events = [e for e in self._events if floor is None or e.id > floor]
+            trimmed = self._trimmed_through
+        if start is not None and not allow_gap and trimmed and start < trimmed:
+            lost = trimmed - start
+            if events:
+                raise HistoryTruncatedError(floor or "", events[0].id, events[0].at, lost)
+            raise HistoryTruncatedError(floor or "", None, None, lost)
         return events[:limit]
 
     # -- leader lock -----------------------------------------------------------------

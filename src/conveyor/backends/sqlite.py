@@ -36,7 +36,6 @@ from typing import Any, TypeVar
 
 from conveyor.backends._common import (
     EVENT_OF_OUTCOME,
-    EVENT_RETENTION,
     STATUS_OF_OUTCOME,
     apply_outcome,
     claim_or_give_back,
@@ -80,16 +79,19 @@ from conveyor.backends.base import (
     JobPage,
     Outcome,
     QueueStats,
+    Retention,
 )
 from conveyor.errors import (
     BackendUnavailableError,
     ConflictError,
+    HistoryTruncatedError,
     JobNotFoundError,
 )
 from conveyor.job import Job, JobStatus
 from conveyor.serialization import dumps, loads
 
 T = TypeVar("T")
+_EventRow = tuple[int, str, str, float, str]
 
 __all__ = ["SQLiteBackend", "SQLiteOptions", "parse_sqlite_url"]
 
@@ -124,6 +126,7 @@ class SQLiteBackend(
         clock: the store's clock (seconds since the epoch); tests inject their own.
         poll_interval: how often an idle ``wait_for_work`` looks for commits made by
             other processes, in seconds.
+        retention: how long finished jobs and events are kept (applied by :meth:`purge`).
 
     Raises:
         ConfigurationError: the URL is malformed.
@@ -135,8 +138,10 @@ class SQLiteBackend(
         *,
         clock: Callable[[], float] = time.time,
         poll_interval: float = 0.02,
+        retention: Retention | None = None,
     ) -> None:
         self.url = url
+        self.retention = retention or Retention()
         self.options = parse_sqlite_url(url)
         self.path = self.options.path
         self._key = os.path.realpath(self.path)
@@ -638,18 +643,23 @@ class SQLiteBackend(
 
         return await self._run(run)
 
-    async def purge(self, result_ttl: float) -> int:
+    async def purge(self) -> int:
         def tx(conn: sqlite3.Connection) -> int:
             now = float(self._clock())
             removed = conn.execute(
                 "DELETE FROM jobs WHERE completed_at IS NOT NULL AND completed_at <= ? "
                 f"AND status IN {FINISHED}",
-                (now - result_ttl,),
+                (now - self.retention.result_ttl,),
             ).rowcount
             conn.execute("DELETE FROM idempotency WHERE expires_at <= ?", (now,))
+            # A prefix of the feed, up to the first event young enough to keep (found in
+            # id order: the scan stops there), so that what is held has no holes and
+            # `read_events` can tell a trimmed cursor by the oldest id alone.
             conn.execute(
-                "DELETE FROM events WHERE id <= (SELECT max(id) FROM events) - ?",
-                (EVENT_RETENTION,),
+                "DELETE FROM events WHERE id < coalesce("
+                "(SELECT id FROM events WHERE at >= ? ORDER BY id LIMIT 1), "
+                "(SELECT max(id) FROM events) + 1)",
+                (now - self.retention.events,),
             )
             return int(removed)
 
@@ -679,16 +689,46 @@ class SQLiteBackend(
         return [QueueStats(name=name, **row) for name, row in sorted(counts.items())]
 
     # -- events ----------------------------------------------------------------------
-    async def read_events(self, after: str | None, limit: int) -> list[Event]:
-        start = parse_event_number(after) or 0
+    async def read_events(
+        self, after: str | None, limit: int, *, allow_gap: bool = False
+    ) -> list[Event]:
+        number = parse_event_number(after)
+        after = None if number is None else after
+        start = number or 0
 
-        def read(conn: sqlite3.Connection) -> list[tuple[int, str, str, float, str]]:
-            return conn.execute(
+        def read(conn: sqlite3.Connection) -> tuple[list[_EventRow], int]:
+            rows: list[_EventRow] = conn.execute(
                 "SELECT id, type, job_id, at, data FROM events WHERE id > ? ORDER BY id LIMIT ?",
-                (start, max(0, limit)),
+                (start, max(1, limit)),
             ).fetchall()
+            if after is None or allow_gap or (rows and rows[0][0] == start + 1):
+                return rows, 0
+            return rows, _trimmed_after(conn, start)
 
-        return [
+        rows, lost = await self._run(read)
+        events = [
             Event(f"{event_id:020d}", type_, job_id, at, loads(data))
-            for event_id, type_, job_id, at, data in await self._run(read)
+            for event_id, type_, job_id, at, data in rows
         ]
+        if lost:
+            assert after is not None
+            first = events[0] if events else None
+            raise HistoryTruncatedError(
+                after, first.id if first else None, first.at if first else None, lost
+            )
+        return events[: max(0, limit)]
+
+
+def _trimmed_after(conn: sqlite3.Connection, start: int) -> int:
+    """How many events numbered after ``start`` were trimmed from the feed.
+
+    Event ids are AUTOINCREMENT: every id up to the sequence was issued, and the feed
+    loses only its oldest events, so everything below the oldest held id is gone.
+    """
+    (oldest,) = conn.execute("SELECT min(id) FROM events").fetchone()
+    if oldest is not None:
+        gone = int(oldest) - 1
+    else:
+        row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
+        gone = int(row[0]) if row else 0
+    return max(0, gone - start)

@@ -39,7 +39,7 @@ import orjson
 from conveyor._aio import first_of
 from conveyor.app import Conveyor
 from conveyor.backends.base import Backend, Event
-from conveyor.errors import BackendError, ConveyorError
+from conveyor.errors import BackendError, ConveyorError, HistoryTruncatedError
 from conveyor.job import Job
 from conveyor.webhooks import payload
 from conveyor.webhooks.signing import signed_headers
@@ -227,7 +227,7 @@ class WebhookDeliverer:
                 await self._progress.wait()
                 continue
             try:
-                events = await backend.read_events(mark.read_pos, self.page_size)
+                events = await self._read(backend, mark.read_pos)
             except ConveyorError as exc:
                 logger.warning("webhooks: reading events failed (%s)", exc)
                 await asyncio.sleep(1.0)
@@ -244,6 +244,26 @@ class WebhookDeliverer:
             if len(events) < self.page_size:
                 await asyncio.sleep(self.poll_interval)
 
+    async def _read(self, backend: Backend, after: str | None) -> list[Event]:
+        """The next page of the feed; past trimmed history with an error in the log."""
+        try:
+            return await backend.read_events(after, self.page_size)
+        except HistoryTruncatedError as gap:
+            lost = "an unknown number of" if gap.lost is None else str(gap.lost)
+            since = "" if gap.oldest_at is None else f" (before {payload.instant(gap.oldest_at)})"
+            logger.error(
+                "webhooks: %s events after %s were trimmed from the event feed%s before "
+                "they were delivered (the deliverer was down longer than "
+                "CONVEYOR_EVENT_RETENTION_SECONDS=%g); jobs that finished then get no "
+                "webhook. Going on from %s",
+                lost,
+                gap.after,
+                since,
+                self.app.settings.event_retention_seconds,
+                gap.oldest,
+            )
+            return await backend.read_events(after, self.page_size, allow_gap=True)
+
     async def _flush(
         self, backend: Backend, mark: _Watermark, saved: tuple[str | None, str | None]
     ) -> tuple[str | None, str | None]:
@@ -254,9 +274,11 @@ class WebhookDeliverer:
                 retry_list = orjson.dumps(sorted(self._retrying)).decode()
                 self._retry_dirty = False
                 await backend.set_cursor(RETRY_CURSOR, retry_list)
-            if mark.cursor is not None and mark.cursor != cursor:
-                await backend.set_cursor(CURSOR, mark.cursor)
-                cursor = mark.cursor
+            # Read once: deliveries settle (and move the mark) while this awaits.
+            position = mark.cursor
+            if position is not None and position != cursor:
+                await backend.set_cursor(CURSOR, position)
+                cursor = position
         except ConveyorError as exc:
             self._retry_dirty = True
             logger.warning("webhooks: saving the cursor failed (%s)", exc)

@@ -33,7 +33,6 @@ from conveyor.worker.process_pool import ChildDiedError, ChildError
 
 logger = logging.getLogger(__name__)
 
-PURGE_INTERVAL = 60.0
 #: Longest pause between fetches while the store fails. It bounds how long a worker
 #: stays idle after the store comes back (each failed call already spends ~0.7 s in the
 #: driver's own reconnect retries, so this costs the store little).
@@ -168,7 +167,6 @@ class Worker:
         await heartbeat.register(backend)  # listed at once, not only after the first beat
         heartbeat.start()
         helpers = [
-            asyncio.create_task(self._purge_forever(backend), name="conveyor-purge"),
             asyncio.create_task(self._watch_loop_lag(), name="conveyor-loop-lag"),
         ]
         logger.info(
@@ -395,17 +393,6 @@ class Worker:
         return Outcome(job.id, self.id, job.attempts, kind, result, error, retry_at)
 
     # -- upkeep ----------------------------------------------------------------------
-    async def _purge_forever(self, backend: Backend) -> None:
-        while True:
-            await asyncio.sleep(PURGE_INTERVAL)
-            try:
-                removed = await backend.purge(self.app.settings.result_ttl_seconds)
-            except (ConveyorError, OSError) as exc:
-                logger.warning("purging expired jobs failed: %s", exc)
-            else:
-                if removed:
-                    logger.info("purged %d expired jobs", removed)
-
     async def _watch_loop_lag(self) -> None:
         interval = 0.25
         limit = self.lease_seconds / 2

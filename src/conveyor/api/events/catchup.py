@@ -7,11 +7,15 @@ when ``C`` is never met (the hub had read nothing yet, or ``L`` lies beyond ``C`
 another API process served it) the replay runs to the store's end instead, and the live
 events it already delivered are found by reading the feed from ``C`` up to the last
 replayed id, and skipped.
+
+When events after ``L`` were trimmed (retention), the replay goes on from the oldest event
+still held and keeps the error, so that the reader is told (:meth:`Catchup.take_gap`).
 """
 
 from __future__ import annotations
 
 from conveyor.backends.base import Backend, Event
+from conveyor.errors import HistoryTruncatedError
 
 #: How many pages past the hub's cursor are searched for the replay's end (the hub lags
 #: the store by one poll interval, so this is far more than a real overlap needs).
@@ -42,12 +46,26 @@ class Catchup:
         #: Whether the replay met ``until``, so that replay and live feed simply join.
         self.reached = after == until
         self.done = self.reached
+        self._gap: HistoryTruncatedError | None = None
+
+    def take_gap(self) -> HistoryTruncatedError | None:
+        """The trimmed history the last page skipped, once (None: nothing was skipped)."""
+        gap, self._gap = self._gap, None
+        return gap
 
     async def next_page(self) -> list[Event]:
-        """The next page of the replay; empty once it is complete."""
+        """The next page of the replay; empty once it is complete.
+
+        If events after the replay's position were trimmed, the page starts at the oldest
+        event still held and :meth:`take_gap` says what was skipped.
+        """
         if self.done:
             return []
-        events = await self._backend.read_events(self._after, self._page_size)
+        try:
+            events = await self._backend.read_events(self._after, self._page_size)
+        except HistoryTruncatedError as gap:
+            self._gap = gap
+            events = await self._backend.read_events(self._after, self._page_size, allow_gap=True)
         if len(events) < self._page_size:
             self.done = True
         for index, event in enumerate(events):
@@ -66,7 +84,7 @@ class Catchup:
         ids: set[str] = set()
         after = self._until
         for _ in range(MAX_OVERLAP_PAGES):
-            events = await self._backend.read_events(after, self._page_size)
+            events = await self._backend.read_events(after, self._page_size, allow_gap=True)
             for event in events:
                 ids.add(event.id)
                 if event.id == self.last_read:

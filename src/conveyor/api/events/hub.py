@@ -18,7 +18,7 @@ from conveyor.api.events.render import Published, publish
 from conveyor.api.events.subscription import CloseReason, Subscription
 from conveyor.app import Conveyor
 from conveyor.backends.base import Backend, Event
-from conveyor.errors import BackendUnavailableError
+from conveyor.errors import BackendUnavailableError, HistoryTruncatedError
 
 logger = logging.getLogger(__name__)
 
@@ -156,7 +156,7 @@ class EventHub:
         # (or stored while the poller was idle) without dispatching it.
         after = self._cursor if self._synced else None
         while True:
-            events = await backend.read_events(after, self.page_size)
+            events = await backend.read_events(after, self.page_size, allow_gap=True)
             if events:
                 after = events[-1].id
             if len(events) < self.page_size:
@@ -180,7 +180,7 @@ class EventHub:
         failing = False
         while True:
             try:
-                events = await backend.read_events(self._cursor, self.page_size)
+                events = await self._read(backend)
             except Exception as exc:
                 if not failing:
                     logger.warning("reading the event feed failed: %s: %s", type(exc).__name__, exc)
@@ -206,6 +206,18 @@ class EventHub:
                 self._task = None
                 return
             await asyncio.sleep(self.poll_interval)
+
+    async def _read(self, backend: Backend) -> list[Event]:
+        try:
+            return await backend.read_events(self._cursor, self.page_size)
+        except HistoryTruncatedError as gap:
+            # The hub fell behind the feed by more than its retention (a stalled
+            # process). Its streams end as too slow: each client reconnects with its last
+            # event id and is told what it missed (`history_truncated`).
+            logger.error("the event hub fell behind the retained feed: %s", gap)
+            for subscription in list(self._subscribers):
+                subscription.close(CloseReason.SLOW)
+            return await backend.read_events(self._cursor, self.page_size, allow_gap=True)
 
     def _dispatch(self, events: list[Event]) -> None:
         subscribers = list(self._subscribers)

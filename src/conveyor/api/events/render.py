@@ -10,6 +10,7 @@ import orjson
 
 from conveyor.api.schemas import format_instant
 from conveyor.backends.base import Event
+from conveyor.errors import HistoryTruncatedError
 
 #: Every event type a store emits. ``job_released`` (a worker shut down and handed its
 #: job back) is not in DESIGN's list but is passed through like the others.
@@ -83,6 +84,16 @@ def publish(event: Event) -> Published:
     # store handing back something exotic, which must not kill the feed.
     body = orjson.dumps(render_event(event), default=str, option=orjson.OPT_NON_STR_KEYS)
     return Published(event.id, event.type, event.job_id, body.decode())
+
+
+def truncated_frame(gap: HistoryTruncatedError) -> bytes:
+    """An SSE ``event: history_truncated`` message: events after the reader's
+    ``lastEventId`` were trimmed (retention); the stream goes on from ``oldestEventId``.
+
+    It has no ``id:``, so a client's last event id stays that of the last event it got.
+    """
+    body = orjson.dumps({"lastEventId": gap.after, "oldestEventId": gap.oldest, "lost": gap.lost})
+    return b"event: history_truncated\ndata: " + body + b"\n\n"
 
 
 def error_frame(code: str, message: str, details: dict[str, Any]) -> bytes:

@@ -12,7 +12,7 @@ from starlette.types import Receive, Scope, Send
 
 from conveyor.api.events.catchup import Catchup
 from conveyor.api.events.hub import EventHub
-from conveyor.api.events.render import Published, error_frame, publish
+from conveyor.api.events.render import Published, error_frame, publish, truncated_frame
 from conveyor.api.events.subscription import CloseReason, Subscription, SubscriptionClosed
 from conveyor.backends.base import Event
 from conveyor.errors import BackendUnavailableError
@@ -36,7 +36,9 @@ class EventStreamResponse(Response):
 
     Ends when the client disconnects (noticed at once, not at the next write), when the
     hub shuts down, or, after an ``event: error`` message, when the subscriber fell
-    behind or the store failed mid-replay. The subscription is always closed.
+    behind or the store failed mid-replay. The subscription is always closed. A replay
+    from an id whose following events were trimmed starts with an
+    ``event: history_truncated`` message.
 
     Args:
         hub: the app's hub (for its keep-alive interval).
@@ -89,7 +91,12 @@ class EventStreamResponse(Response):
         skip: set[str] = set()
         if self._catchup is not None:
             page = self._first_page
-            while page and not subscription.closed:
+            while not subscription.closed:
+                gap = self._catchup.take_gap()
+                if gap is not None:
+                    yield truncated_frame(gap)
+                if not page:
+                    break
                 chunk = b"".join(publish(e).sse() for e in page if subscription.wants(e))
                 if chunk:
                     yield chunk

@@ -1,4 +1,5 @@
-"""``GET /api/v1/events/stream``: job events as Server-Sent Events."""
+"""Job events: ``GET /api/v1/events/stream`` (Server-Sent Events) and
+``GET /api/v1/events`` (stored events after a cursor, for catching up)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 from starlette.responses import Response
 
 from conveyor.api.deps import get_conveyor, open_backend
-from conveyor.api.errors import shorten
-from conveyor.api.events import EVENT_TYPES, Catchup, EventStreamResponse, hub_of
-from conveyor.api.schemas import ERROR_DEFAULT, JOB_ID, ErrorResponse
+from conveyor.api.errors import JSONResponse, shorten
+from conveyor.api.events import EVENT_TYPES, Catchup, EventStreamResponse, hub_of, render_event
+from conveyor.api.schemas import ERROR_DEFAULT, JOB_ID, ErrorResponse, EventPage, error_responses
 from conveyor.app import Conveyor
 from conveyor.backends.base import Event
 from conveyor.errors import JobNotFoundError, ValidationError
@@ -27,7 +28,21 @@ _STREAM_DOC = (
     "`attempt` as the type has them. Without `Last-Event-ID` the stream starts with new "
     "events; with it, the events after that id are replayed first. A comment line "
     "(`: keep-alive`) is sent after 15 s of silence. A client that falls behind gets a "
-    "final `event: error` and the stream ends; reconnecting with `Last-Event-ID` resumes."
+    "final `event: error` and the stream ends; reconnecting with `Last-Event-ID` resumes. "
+    "The store keeps events for `CONVEYOR_EVENT_RETENTION_SECONDS` (1 h by default): when "
+    "events after `Last-Event-ID` were trimmed, the replay starts with "
+    '`event: history_truncated` and `data: {"lastEventId", "oldestEventId", "lost"}` '
+    "(`lost`: how many events, or null when the store cannot tell), then goes on from the "
+    "oldest event still held."
+)
+
+_READ_DOC = (
+    "The stored events after `after` (from the oldest held without it), oldest first, "
+    "each as the SSE stream's JSON. Pass `nextCursor` back as `after` to read on. When "
+    "events after `after` were trimmed (they are kept for "
+    "`CONVEYOR_EVENT_RETENTION_SECONDS`), the answer is 410 `HISTORY_TRUNCATED` with "
+    "`details.oldestEventId` and `details.lost`: nothing is skipped silently; repeat the "
+    "read with `allowGap=true` to go on from the oldest event still held."
 )
 
 
@@ -134,3 +149,33 @@ async def stream_events(
             subscription.close()
             raise
     return EventStreamResponse(hub, subscription, catchup, first_page)
+
+
+@router.get(
+    "",
+    response_model=EventPage,
+    summary="Read stored events (catch-up)",
+    description=_READ_DOC,
+    responses=error_responses(401, 410, 422, 503),
+)
+async def read_events(
+    conveyor: Annotated[Conveyor, Depends(get_conveyor)],
+    after: Annotated[
+        str | None,
+        Query(
+            max_length=128,
+            pattern=r"^[A-Za-z0-9_.:-]+$",
+            description="the id of the last event you have",
+        ),
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=1000, description="page size")] = 100,
+    allow_gap: Annotated[
+        bool,
+        Query(alias="allowGap", description="read past trimmed events instead of a 410"),
+    ] = False,
+) -> Response:
+    """Stored events after a cursor."""
+    backend = await open_backend(conveyor)
+    events = await backend.read_events(after, limit, allow_gap=allow_gap)
+    next_cursor = events[-1].id if events else after
+    return JSONResponse({"items": [render_event(e) for e in events], "nextCursor": next_cursor})

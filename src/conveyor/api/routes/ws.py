@@ -4,7 +4,9 @@ Messages in (JSON objects; an optional ``requestId`` is echoed in the answer):
 ``{"type": "submit_job", "job": {...}}`` (the body of ``POST /api/v1/jobs``) answers
 ``job_accepted`` and follows the job from its creation; ``{"type": "subscribe", "jobId"}``
 answers ``subscribed`` and follows the job's events from now on; ``unsubscribe`` answers
-``unsubscribed``; ``ping`` answers ``pong``. Events go out as the SSE stream's JSON. A bad
+``unsubscribed``; ``ping`` answers ``pong``. Events go out as the SSE stream's JSON (a
+``submit_job`` whose first events were trimmed before they could be replayed gets
+``{"type": "history_truncated", "jobId", "oldestEventId", "lost"}`` first). A bad
 message is answered with ``{"type": "error", "error": {code, message, details}}`` and the
 socket stays open. A client too slow to read its events gets an error and the socket is
 closed (1013); so is every socket when the server stops (1001).
@@ -315,6 +317,9 @@ class JobSocket:
         catchup = Catchup(await self.hub.backend(), after, until, self.hub.page_size)
         try:
             while page := await catchup.next_page():
+                if (gap := catchup.take_gap()) is not None:
+                    message = {"type": "history_truncated", "jobId": job_id}
+                    await self._send({**message, "oldestEventId": gap.oldest, "lost": gap.lost})
                 for event in page:
                     if event.job_id == job_id and self.subscription.wants(event):
                         await self.websocket.send_text(publish(event).json)

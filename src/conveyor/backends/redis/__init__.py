@@ -36,10 +36,13 @@ cluster slot and different queues spread over a cluster. With the default prefix
                                    ``purge``. A single server finds the record by id.
 ``conveyor:events``               the event feed: one entry per script call holding that
                                    call's events (``a`` time, ``e`` JSON array of
-                                   ``[type, job id, data]``; an event's id is the entry id
-                                   plus its index), at most 1,000 events an entry; capped at
-                                   about 100,000 events (MAXLEN ~ scaled by entry size); on
-                                   a cluster, one feed per queue: ``conveyor:{q:NAME}:events``
+                                   ``[type, job id, data]`` or a compact form; ``p`` the id
+                                   of the entry before; an event's id is the entry id plus
+                                   its index, ``e`` marking an entry's last), at most 1,000
+                                   events an entry; trimmed by age (``MINID ~`` on every
+                                   write, exact in ``purge``) to the event retention; on a
+                                   cluster, one feed per queue: ``conveyor:{q:NAME}:events``
+``conveyor:events:last``          the id of the feed's newest entry (``p`` of the next)
 ``conveyor:{sched}:defs``         hash: schedule id -> its definition (JSON); ``:next`` and
                                    ``:last`` hold each schedule's next run and
                                    ``last run|last job id``, ``:version`` counts edits
@@ -69,7 +72,9 @@ Consequences, by design:
 Scripts and commands per job
 ----------------------------
 All scripts (``scripts/*.lua``, each prefixed with ``lib.lua``) handle whole batches and
-are run with EVALSHA (loaded at ``open``, reloaded on NOSCRIPT).
+are run with EVALSHA (loaded at ``open``, reloaded on NOSCRIPT). Each event-feed write
+below is, per batch, a GET of ``events:last``, the XADD (which trims by ``MINID ~``: the
+retention, by entry id time) and a SET of ``events:last``.
 
 - enqueue (batch): one pipeline: (on a cluster, ``SET`` route per job +) one ``enqueue``
   call per queue

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from conveyor.backends.base import Outcome
+from conveyor.backends.base import Outcome, Retention
 from conveyor.backends.redis._codec import time_arg
+from conveyor.backends.redis._connect import guarded
 from conveyor.backends.redis._keys import GlobalKeys, QueueKeys, RedisOptions, parse_redis_url
-from conveyor.backends.redis._scripts import Arg, Script, run_pipeline
-from conveyor.errors import BackendUnavailableError
+from conveyor.backends.redis._scripts import Arg, Script, run_pipeline, scripts_for
+from conveyor.errors import BackendUnavailableError, ConfigurationError
+
+logger = logging.getLogger(__name__)
 
 #: The consumer group of every work stream, and its one consumer. Streams are read with
 #: NOACK: who holds a job is its lease (token, owner, attempt), not the pending list.
@@ -37,17 +41,27 @@ _HELD: dict[str, dict[str, Held]] = {}
 class RedisBase:
     """Connection, clock, key names and caches of one backend instance."""
 
-    def __init__(self, url: str, *, clock: Callable[[], float] | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        clock: Callable[[], float] | None = None,
+        retention: Retention | None = None,
+    ) -> None:
         self.url = url
         self.options: RedisOptions = parse_redis_url(url)
+        self.retention = retention or Retention()
+        _check_url_ttl(self.options, self.retention)
+        self.scripts: Mapping[str, Script] = scripts_for(self.retention.events)
         self._clock = clock
         self._client: Any = None
         self._closed = False
+        # Background reads left to finish on their own (see RedisBackend._block).
+        self._dangling: set[asyncio.Task[Any]] = set()
         self.cluster = self.options.cluster
         self._g = GlobalKeys(self.options.prefix)
         self._queue_keys: dict[str, QueueKeys] = {}
         self._levels: dict[str, list[int]] = {}  # ascending priority levels per queue
-        self._result_ttl = self.options.result_ttl
         store = f"{self.options.url}|{self.options.prefix}"
         with _routes_lock:
             self._routes = _ROUTES.setdefault(store, {})
@@ -69,11 +83,20 @@ class RedisBase:
         """ARGV[1] of every script: the injected clock's time, or "" for Redis TIME."""
         return "" if self._clock is None else time_arg(self._clock())
 
+    @guarded
+    async def now(self) -> float:
+        """The store's clock: the injected one, else the Redis server's ``TIME``."""
+        if self._clock is not None:
+            return float(self._clock())
+        seconds, micros = await self.client.time()
+        return float(seconds) + float(micros) / 1e6
+
     def _local_now(self) -> float:
         return self._clock() if self._clock is not None else time.time()
 
     def _ttl_ms(self) -> int:
-        return max(1, int(self._result_ttl * 1000))
+        """The Redis TTL of a finished job's record, set when it finishes."""
+        return max(1, int(self.retention.result_ttl * 1000))
 
     def keys(self, queue: str) -> QueueKeys:
         keys = self._queue_keys.get(queue)
@@ -184,3 +207,23 @@ class RedisBase:
             if not todo:
                 return results
         raise BackendUnavailableError("priority levels kept changing; try again")
+
+
+def _check_url_ttl(options: RedisOptions, retention: Retention) -> None:
+    """``?result_ttl=`` of older versions: accepted while it agrees with the setting.
+
+    Raises:
+        ConfigurationError: it says otherwise (one retention for every process).
+    """
+    if options.result_ttl is None:
+        return
+    if options.result_ttl != retention.result_ttl:
+        raise ConfigurationError(
+            f"the store URL says result_ttl={options.result_ttl:g} but the result "
+            f"retention is {retention.result_ttl:g} s: set CONVEYOR_RESULT_TTL_SECONDS "
+            "(the same for every process) and drop ?result_ttl= from the URL"
+        )
+    logger.warning(
+        "?result_ttl= in the Redis URL is deprecated and will be refused: "
+        "CONVEYOR_RESULT_TTL_SECONDS sets the retention of finished jobs"
+    )

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from conveyor.backends._common import invalid_event_cursor
@@ -132,27 +133,66 @@ def time_arg(value: float) -> str:
     return repr(float(value))
 
 
-_CURSOR = re.compile(r"0*(\d{1,20})-0*(\d{1,20})(?:\.(\d+))?(?:-(.+))?", re.ASCII | re.DOTALL)
+_CURSOR = re.compile(
+    r"0*(\d{1,20})-0*(\d{1,20})(?:\.(\d{1,9})(e)?)?(?:-(.+))?", re.ASCII | re.DOTALL
+)
 #: Both halves of a stream id are unsigned 64-bit numbers.
 _MAX_STREAM_PART = 2**64 - 1
+#: Where an id made by :func:`event_id` with an index has its ``e`` mark, if any.
+_MARK = 31
 
 
-def event_id(stream_id: str, queue: str | None = None, index: int | None = None) -> str:
+def event_id(
+    stream_id: str, queue: str | None = None, index: int | None = None, last: bool = False
+) -> str:
     """The feed cursor of an event: zero-padded so ids sort as strings.
 
     ``index`` is the event's position in its entry (entries written by ``flush_events``
     hold one script call's events); entries of older versions held one event and have
-    none. On a cluster each queue has its own feed; the queue name is appended.
+    none. ``last`` marks the entry's last event with an ``e`` after the index: a reader
+    whose cursor's entry was trimmed then knows whether it had the whole entry. On a
+    cluster each queue has its own feed; the queue name is appended.
     """
     ms, _, seq = stream_id.partition("-")
     base = f"{int(ms):015d}-{int(seq or 0):010d}"
     if index is not None:
-        base = f"{base}.{index:04d}"
+        base = f"{base}.{index:04d}{'e' if last else ''}"
     return base if queue is None else f"{base}-{queue}"
 
 
-def parse_event_id(cursor: str) -> tuple[str, str | None]:
-    """``(stream id, queue or None)`` of a cursor made by :func:`event_id`.
+def cursor_order(event_id: str) -> str:
+    """The id as it sorts in the feed: without the last-event mark, so that a cursor
+    issued before the mark existed still points at the same event."""
+    if len(event_id) > _MARK and event_id[_MARK] == "e" and event_id[26] == ".":
+        return event_id[:_MARK] + event_id[_MARK + 1 :]
+    return event_id
+
+
+@dataclass(frozen=True, slots=True)
+class EventCursor:
+    """A cursor made by :func:`event_id`, taken apart.
+
+    Args:
+        entry: the stream id of its entry, as ``(milliseconds, sequence)``.
+        last: whether nothing follows it in its entry (its ``e`` mark, or an entry of an
+            older version: one event).
+        queue: the queue whose feed holds it (on a cluster), else None.
+        order: what :func:`cursor_order` says of it.
+    """
+
+    entry: tuple[int, int]
+    last: bool
+    queue: str | None
+    order: str
+
+    @property
+    def stream_id(self) -> str:
+        """The entry's id as Redis writes it."""
+        return f"{self.entry[0]}-{self.entry[1]}"
+
+
+def parse_event_id(cursor: str) -> EventCursor:
+    """Take apart a cursor made by :func:`event_id`.
 
     Raises:
         ValidationError: the cursor was not made by :func:`event_id`, or names a stream
@@ -161,10 +201,18 @@ def parse_event_id(cursor: str) -> tuple[str, str | None]:
     match = _CURSOR.fullmatch(cursor)
     if match is None:
         raise invalid_event_cursor(cursor, "not an id of this feed")
-    ms, seq = int(match[1]), int(match[2])
-    if ms > _MAX_STREAM_PART or seq > _MAX_STREAM_PART:
+    entry = (int(match[1]), int(match[2]))
+    if entry[0] > _MAX_STREAM_PART or entry[1] > _MAX_STREAM_PART:
         raise invalid_event_cursor(cursor, "beyond the highest stream id")
-    return f"{ms}-{seq}", match[4]
+    index = None if match[3] is None else int(match[3])
+    order = event_id(f"{entry[0]}-{entry[1]}", match[5], index)
+    return EventCursor(entry, index is None or match[4] is not None, match[5], order)
+
+
+def stream_entry(stream_id: str) -> tuple[int, int]:
+    """``(milliseconds, sequence)`` of a Redis stream id."""
+    ms, _, seq = stream_id.partition("-")
+    return int(ms), int(seq or 0)
 
 
 def events_from_entry(
@@ -189,9 +237,10 @@ def events_from_entry(
         items = _items(fields)
     except (TypeError, ValueError, IndexError, SerializationError):
         items = [("unknown", "", {})]
+    end = len(items) - 1
     return [
         Event(
-            id=event_id(entry_id, queue, None if "t" in fields else n),
+            id=event_id(entry_id, queue, None if "t" in fields else n, n == end),
             type=kind if isinstance(kind, str) and kind else "unknown",
             job_id=job_id if isinstance(job_id, str) else "",
             at=at,

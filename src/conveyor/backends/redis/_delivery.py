@@ -7,7 +7,6 @@ from typing import Any
 
 from conveyor.backends.redis._base import RedisBase
 from conveyor.backends.redis._connect import guarded
-from conveyor.backends.redis._scripts import SCRIPTS
 from conveyor.serialization import dumps
 
 
@@ -20,7 +19,7 @@ class DeliveryMixin(RedisBase):
         if route is None:
             return  # purged (or never stored): nothing to record on
         key = self.keys(route[0]).job(job_id)
-        await SCRIPTS["webhook"](self.client, [key], ["", dumps(state).decode()])
+        await self.scripts["webhook"](self.client, [key], ["", dumps(state).decode()])
 
     @guarded
     async def get_cursor(self, name: str) -> str | None:

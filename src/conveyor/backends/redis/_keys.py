@@ -7,9 +7,6 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from conveyor.errors import ConfigurationError
 
-#: The default retention of finished jobs' records until ``purge`` says otherwise.
-DEFAULT_RESULT_TTL = 86_400.0
-
 _OPTIONS = {"cluster", "prefix", "result_ttl"}
 
 
@@ -21,14 +18,15 @@ class RedisOptions:
         url: the URL passed on to redis-py (Conveyor's own query options removed).
         cluster: ``?cluster=1``: connect with the Redis Cluster client.
         prefix: ``?prefix=NAME``: the first component of every key (default ``conveyor``).
-        result_ttl: ``?result_ttl=SECONDS``: lifetime of finished jobs' records until
-            the first ``purge`` call brings the worker's setting.
+        result_ttl: ``?result_ttl=SECONDS``, deprecated: the retention of finished jobs
+            is ``CONVEYOR_RESULT_TTL_SECONDS``, the same for every store; an old URL
+            that still says it must agree with that setting.
     """
 
     url: str
     cluster: bool = False
     prefix: str = "conveyor"
-    result_ttl: float = DEFAULT_RESULT_TTL
+    result_ttl: float | None = None
 
 
 def parse_redis_url(url: str) -> RedisOptions:
@@ -51,12 +49,14 @@ def parse_redis_url(url: str) -> RedisOptions:
     prefix = own.get("prefix", "conveyor")
     if not prefix or any(c in prefix for c in "{}"):
         raise ConfigurationError(f"invalid key prefix {prefix!r} in {url!r}")
-    try:
-        result_ttl = float(own.get("result_ttl", DEFAULT_RESULT_TTL))
-    except ValueError:
-        raise ConfigurationError(f"invalid result_ttl in {url!r}") from None
-    if result_ttl <= 0:
-        raise ConfigurationError(f"result_ttl must be positive in {url!r}")
+    result_ttl: float | None = None
+    if "result_ttl" in own:
+        try:
+            result_ttl = float(own["result_ttl"])
+        except ValueError:
+            raise ConfigurationError(f"invalid result_ttl in {url!r}") from None
+        if not result_ttl > 0:
+            raise ConfigurationError(f"result_ttl must be positive in {url!r}")
     if cluster and parts.scheme.lower() == "unix":
         raise ConfigurationError("Redis Cluster needs redis:// or rediss://, not unix://")
     plain = urlunsplit(parts._replace(query=urlencode(rest)))

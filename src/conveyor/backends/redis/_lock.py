@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from conveyor.backends.redis._base import RedisBase
 from conveyor.backends.redis._connect import guarded
-from conveyor.backends.redis._scripts import SCRIPTS
 
 
 class LockMixin(RedisBase):
@@ -20,11 +19,11 @@ class LockMixin(RedisBase):
     @guarded
     async def acquire_lock(self, name: str, owner: str, ttl: float) -> int | None:
         args = [self._now_arg(), owner, repr(float(ttl)), ""]
-        token = await SCRIPTS["lock"](self.client, self._lock_keys(name), args)
+        token = await self.scripts["lock"](self.client, self._lock_keys(name), args)
         return None if token is None else int(token)
 
     @guarded
     async def release_lock(self, name: str, owner: str) -> None:
-        await SCRIPTS["lock"](
+        await self.scripts["lock"](
             self.client, self._lock_keys(name), [self._now_arg(), owner, "0", "release"]
         )

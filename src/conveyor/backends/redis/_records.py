@@ -9,15 +9,18 @@ from typing import Any
 from conveyor.backends.base import Event, JobFilter, JobPage, QueueStats
 from conveyor.backends.redis._base import Call, RedisBase
 from conveyor.backends.redis._codec import (
+    EventCursor,
+    cursor_order,
     events_from_entry,
     job_from_hash,
     last_lease,
     pairs,
     parse_event_id,
+    stream_entry,
 )
 from conveyor.backends.redis._connect import guarded
-from conveyor.backends.redis._scripts import SCRIPTS, Arg
-from conveyor.errors import ConflictError, JobNotFoundError
+from conveyor.backends.redis._scripts import Arg
+from conveyor.errors import ConflictError, HistoryTruncatedError, JobNotFoundError
 from conveyor.job import Job, JobStatus
 
 #: The most expired jobs one purge call removes per queue and round.
@@ -25,6 +28,9 @@ PURGE_CAP = 1000
 _LIST_CHUNK = 50
 #: Entries asked for by the first read of the event feed (each holds 1 to 1,000 events).
 _FEED_FIRST_READ = 16
+#: Seconds by which this process's clock may lag the clock of a process writing the
+#: feed before a trimmed cursor could go unnoticed (see ``_may_have_trimmed``).
+_CLOCK_SLACK = 60.0
 
 
 @dataclass(slots=True)
@@ -153,7 +159,7 @@ class RecordsMixin(RedisBase):
         keys = [k.job(job_id), k.leases, k.delayed, k.pending, k.cancelled, k.events]
         keys.append(k.stream(route[1]))
         args: list[Arg] = [self._now_arg(), job_id, self._ttl_ms()]
-        return self._answer(job_id, await SCRIPTS["cancel"](self.client, keys, args), "cancel")
+        return self._answer(job_id, await self.scripts["cancel"](self.client, keys, args), "cancel")
 
     @guarded
     async def retry(self, job_id: str) -> Job:
@@ -163,7 +169,7 @@ class RecordsMixin(RedisBase):
         k = self.keys(route[0])
         keys = [k.job(job_id), k.pending, k.failed, k.cancelled, k.events, k.wake]
         keys.append(k.stream(route[1]))
-        answer = await SCRIPTS["retry"](self.client, keys, [self._now_arg(), job_id])
+        answer = await self.scripts["retry"](self.client, keys, [self._now_arg(), job_id])
         return self._answer(job_id, answer, "retry")
 
     def _answer(self, job_id: str, answer: list[Any], action: str) -> Job:
@@ -176,15 +182,18 @@ class RecordsMixin(RedisBase):
         return job_from_hash(job_id, pairs(answer[1]))
 
     @guarded
-    async def purge(self, result_ttl: float) -> int:
-        """Delete finished jobs older than ``result_ttl`` (and, on a cluster, their routes).
+    async def purge(self) -> int:
+        """Delete finished jobs older than the result retention (and, on a cluster, their
+        routes), and trim events older than the event retention exactly.
 
-        Records of finished jobs also carry a Redis TTL (the latest ``result_ttl`` seen
-        here, else the URL's), so memory stays bounded even when nobody purges; this call
-        judges age by the store's clock and cleans the indexes.
+        Records of finished jobs also carry a Redis TTL (the same retention, set when
+        they finish) and every write trims the feed roughly, so memory stays bounded
+        even when nobody purges; this call judges age by the store's clock and cleans
+        the indexes.
         """
-        self._result_ttl = result_ttl
         deleted = 0
+        await self._trim_feeds()
+        result_ttl = self.retention.result_ttl
         now_arg = self._now_arg()
         # Where each queue's scan of its three finished indexes resumes ("": done).
         todo = {queue: ["-", "-", "-"] for queue in await self._queues()}
@@ -202,7 +211,7 @@ class RecordsMixin(RedisBase):
                     PURGE_CAP,
                     *starts,
                 ]
-                calls.append((SCRIPTS["purge"], keys, args))
+                calls.append((self.scripts["purge"], keys, args))
             answers = await self._run(calls)
             removed: list[str] = []
             again: dict[str, list[str]] = {}
@@ -220,6 +229,18 @@ class RecordsMixin(RedisBase):
             todo = again
         return deleted
 
+    async def _trim_feeds(self) -> None:
+        cutoff = int((await self.now() - self.retention.events) * 1000)
+        keys = (
+            [self._g.events]
+            if not self.cluster
+            else [self.keys(q).events for q in await self._queues()]
+        )
+        # Exact (not `~`): what a write left of the oldest radix tree node goes too.
+        await asyncio.gather(
+            *(self.client.xtrim(key, minid=cutoff, approximate=False) for key in keys)
+        )
+
     @guarded
     async def queue_stats(self) -> list[QueueStats]:
         queues = await self._queues()
@@ -228,7 +249,7 @@ class RecordsMixin(RedisBase):
         for queue in queues:
             k = self.keys(queue)
             keys = [k.pending, k.delayed, k.leases, k.completed, k.failed, k.cancelled, k.conf]
-            calls.append((SCRIPTS["stats"], keys, [now_arg]))
+            calls.append((self.scripts["stats"], keys, [now_arg]))
         out: list[QueueStats] = []
         for queue, answer in zip(queues, await self._run(calls) if calls else [], strict=True):
             pending, scheduled, running, completed, failed, cancelled = (int(c) for c in answer[:6])
@@ -251,33 +272,48 @@ class RecordsMixin(RedisBase):
         return out
 
     @guarded
-    async def read_events(self, after: str | None, limit: int) -> list[Event]:
+    async def read_events(
+        self, after: str | None, limit: int, *, allow_gap: bool = False
+    ) -> list[Event]:
         if limit <= 0:
             return []
-        start = "-" if not after else parse_event_id(after)[0]
+        cursor = parse_event_id(after) if after else None
         if not self.cluster:
-            return await self._read_feed(self._g.events, start, after, limit, None)
-        # One feed per queue (a script may only touch its queue's slot): merged here by
-        # event id (stream id, index, queue). Streams of different queues get their ids
-        # from different servers' clocks, so across queues the order is by time only to
-        # within clock skew; within a queue it is exact.
-        queues = await self._queues()
-        feeds = await asyncio.gather(
-            *(self._read_feed(self.keys(q).events, start, after, limit, q) for q in queues)
+            feeds: list[tuple[str, str | None]] = [(self._g.events, None)]
+        else:
+            # One feed per queue (a script may only touch its queue's slot): merged here
+            # by event id (stream id, index, queue). Streams of different queues get their
+            # ids from different servers' clocks, so across queues the order is by time
+            # only to within clock skew; within a queue it is exact.
+            feeds = [(self.keys(q).events, q) for q in await self._queues()]
+        reads = await asyncio.gather(
+            *(self._read_feed(key, cursor, limit, queue) for key, queue in feeds)
         )
-        events = sorted((e for feed in feeds for e in feed), key=lambda e: e.id)
+        events = [e for read in reads for e in read.events]
+        if len(reads) > 1:
+            events.sort(key=lambda e: cursor_order(e.id))
+        if cursor is not None and not allow_gap:
+            lost = await asyncio.gather(*(self._trimmed(cursor, read) for read in reads))
+            if any(lost):
+                assert after is not None
+                oldest = events[0] if events else None
+                raise HistoryTruncatedError(
+                    after, oldest.id if oldest else None, oldest.at if oldest else None
+                )
         return events[:limit]
 
     async def _read_feed(
-        self, key: str, start: str, after: str | None, limit: int, queue: str | None
-    ) -> list[Event]:
-        """The first ``limit`` events of one feed with ids above ``after``.
+        self, key: str, cursor: EventCursor | None, limit: int, queue: str | None
+    ) -> _FeedRead:
+        """The first ``limit`` events of one feed after ``cursor``.
 
         Reading starts at the cursor's entry itself (its later events are still due).
         Entries hold one to a batch of events, so each read asks for as many entries as
         the events per entry seen so far suggest.
         """
-        out: list[Event] = []
+        read = _FeedRead(key, queue)
+        out = read.events
+        start = "-" if cursor is None else cursor.stream_id
         count = min(limit, _FEED_FIRST_READ)
         entries_seen = events_seen = 0
         while True:
@@ -285,13 +321,61 @@ class RecordsMixin(RedisBase):
             for entry_id, fields in entries:
                 batch = events_from_entry(entry_id, fields, queue)
                 events_seen += len(batch)
-                out += batch if after is None else [e for e in batch if e.id > after]
+                if read.first is None:
+                    read.first, read.prev = entry_id, fields.get("p")
+                    if cursor is not None:
+                        batch = [e for e in batch if cursor_order(e.id) > cursor.order]
+                out += batch
                 start = f"({entry_id}"
             entries_seen += len(entries)
             if len(out) >= limit or len(entries) < count:
-                return out[:limit]
+                del out[limit:]
+                return read
             per_entry = max(1, events_seen // max(1, entries_seen))
             count = max(1, -(-(limit - len(out)) // per_entry))
+
+    async def _trimmed(self, cursor: EventCursor, read: _FeedRead) -> bool:
+        """Whether the feed of ``read`` trimmed an event that comes after ``cursor``.
+
+        The first entry read is the first at or after the cursor's; if it is not the
+        cursor's own, the entry before it (its field ``p``, or the feed's last entry when
+        nothing was read) is gone, and events after the cursor went with it if it came
+        after the cursor's entry, or was that entry and the reader had not all of it.
+        """
+        own = read.queue == cursor.queue
+        if read.first is not None and own and stream_entry(read.first) == cursor.entry:
+            return False  # its entry is still held: trimming takes only what is older
+        if read.first is not None:
+            before = read.prev
+        elif self._may_have_trimmed(cursor):
+            before = await self.client.get(read.key + ":last")
+        else:
+            return False
+        if before is None or before == "?":  # entries written before `p` was
+            return read.first is not None or own
+        if before == "":  # the first entry ever written
+            return False
+        gone = stream_entry(before)
+        return gone > cursor.entry or (gone == cursor.entry and not (own and cursor.last))
+
+    def _may_have_trimmed(self, cursor: EventCursor) -> bool:
+        """False when ``cursor`` is too young for anything after it to have been trimmed:
+        trimming takes only entries older than the retention by the writer's clock (the
+        slack covers clocks a little apart). Spares idle feeds a read per poll."""
+        horizon = self._local_now() - self.retention.events + _CLOCK_SLACK
+        return cursor.entry[0] < horizon * 1000
+
+
+@dataclass(slots=True)
+class _FeedRead:
+    """What one read of one feed found: its events, and the first entry read (id and
+    field ``p``: the id of the entry written before it)."""
+
+    key: str
+    queue: str | None
+    events: list[Event] = field(default_factory=list)
+    first: str | None = None
+    prev: str | None = None
 
 
 def _group(pairs_: list[tuple[str, str]]) -> dict[str, list[str]]:

@@ -10,7 +10,7 @@ from conveyor.backends.base import Fire, Schedule
 from conveyor.backends.redis._base import RedisBase
 from conveyor.backends.redis._codec import pairs, time_arg
 from conveyor.backends.redis._connect import guarded
-from conveyor.backends.redis._scripts import SCRIPTS, Arg
+from conveyor.backends.redis._scripts import Arg
 
 #: Fires recorded per script call: keeps one call's run time (the server is blocked
 #: while a script runs) to a few milliseconds.
@@ -43,7 +43,7 @@ class SchedulesMixin(RedisBase):
         return [f"{tag}:defs", f"{tag}:next", f"{tag}:last", f"{tag}:version"]
 
     async def _schedules_call(self, op: str, *args: Arg) -> Any:
-        return await SCRIPTS["schedules"](
+        return await self.scripts["schedules"](
             self.client, self._schedule_keys(), [self._now_arg(), op, *args]
         )
 

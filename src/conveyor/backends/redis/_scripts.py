@@ -1,21 +1,21 @@
 """The Lua scripts (package data), loaded once per server and run with EVALSHA.
 
-Each script is ``scripts/lib.lua`` followed by its own file. The SHA1 is computed here,
-so the hot path sends only EVALSHA; a server that lost its script cache (restart,
-failover, ``SCRIPT FLUSH``) answers NOSCRIPT, and the script is loaded and the call
-repeated once.
+Each script is ``scripts/lib.lua`` followed by its own file, with the store's event
+retention written into it (one set of scripts per retention value, shared by every
+store with that value). The SHA1 is computed here, so the hot path sends only EVALSHA;
+a server that lost its script cache (restart, failover, ``SCRIPT FLUSH``) answers
+NOSCRIPT, and the script is loaded and the call repeated once.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from importlib import resources
 from typing import Any
 
 from redis.exceptions import NoScriptError
-
-from conveyor.backends._common import EVENT_RETENTION
 
 NAMES = (
     "enqueue",
@@ -64,14 +64,15 @@ class Script:
         pipe.evalsha(self.sha, len(keys), *keys, *args)
 
 
-def load_all() -> dict[str, Script]:
-    """Read every script from the package."""
-    lib = _source("lib").replace("__EVENT_RETENTION__", str(EVENT_RETENTION))
+@functools.cache
+def scripts_for(event_retention: float) -> Mapping[str, Script]:
+    """Every script, for a store that keeps events ``event_retention`` seconds.
+
+    Read once per process and value; scripts are immutable package data.
+    """
+    retention_ms = max(1, round(event_retention * 1000))
+    lib = _source("lib").replace("__EVENT_RETENTION_MS__", str(retention_ms))
     return {name: Script(name, f"{lib}\n{_source(name)}") for name in NAMES}
-
-
-#: Read once per process; scripts are immutable package data.
-SCRIPTS = load_all()
 
 
 async def run_pipeline(

@@ -6,7 +6,6 @@ from conveyor.backends._common import worker_from_json, worker_to_json
 from conveyor.backends.base import WorkerInfo
 from conveyor.backends.redis._base import RedisBase
 from conveyor.backends.redis._connect import guarded
-from conveyor.backends.redis._scripts import SCRIPTS
 
 
 class WorkersMixin(RedisBase):
@@ -18,7 +17,7 @@ class WorkersMixin(RedisBase):
     ) -> list[str]:
         keys = [self._g.workers, self._g.worker_expiry]
         args = [self._now_arg(), op, worker_id, repr(float(ttl)), data]
-        answer: list[str] = await SCRIPTS["workers"](self.client, keys, args)
+        answer: list[str] = await self.scripts["workers"](self.client, keys, args)
         return answer
 
     @guarded

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,7 +22,7 @@ from conveyor.backends.redis._lock import LockMixin
 from conveyor.backends.redis._queues import QueuesMixin
 from conveyor.backends.redis._records import RecordsMixin
 from conveyor.backends.redis._schedules import SchedulesMixin
-from conveyor.backends.redis._scripts import SCRIPTS, Arg
+from conveyor.backends.redis._scripts import Arg
 from conveyor.backends.redis._workers import WorkersMixin
 from conveyor.errors import ConveyorError, QueueFullError
 from conveyor.job import Job, JobStatus
@@ -63,19 +63,18 @@ class RedisBackend(
 
     Args:
         url: ``redis://[user:password@]host:port/db``, ``rediss://...`` (TLS) or
-            ``unix:///path.sock``; options ``?cluster=1``, ``?prefix=NAME`` and
-            ``?result_ttl=SECONDS`` (see :class:`~conveyor.backends.redis.RedisOptions`);
-            other query options go to redis-py.
+            ``unix:///path.sock``; options ``?cluster=1`` and ``?prefix=NAME`` (see
+            :class:`~conveyor.backends.redis.RedisOptions`); other query options go to
+            redis-py.
         clock: judge time by this clock (seconds since the epoch) instead of the Redis
             server's ``TIME``; for tests. Every process sharing a store must agree.
+        retention: how long finished jobs' records (a Redis TTL set when they finish)
+            and events (trimmed as the feed is written) are kept. Every process sharing
+            a store must agree.
 
     Raises:
         ConfigurationError: the URL cannot be used.
     """
-
-    def __init__(self, url: str, *, clock: Callable[[], float] | None = None) -> None:
-        super().__init__(url, clock=clock)
-        self._dangling: set[asyncio.Task[Any]] = set()
 
     def __repr__(self) -> str:
         kind = "cluster" if self.cluster else "server"
@@ -91,7 +90,7 @@ class RedisBackend(
         """
         client = self.client
         await client.ping()
-        for script in SCRIPTS.values():
+        for script in self.scripts.values():
             await client.script_load(script.source)
         await check_server(client, self.options.url)
 
@@ -112,13 +111,6 @@ class RedisBackend(
     @guarded
     async def ping(self) -> None:
         await self.client.ping()
-
-    @guarded
-    async def now(self) -> float:
-        if self._clock is not None:
-            return float(self._clock())
-        seconds, micros = await self.client.time()
-        return float(seconds) + float(micros) / 1e6
 
     # -- producing -------------------------------------------------------------------
     @guarded
@@ -252,7 +244,7 @@ class RedisBackend(
             dumps(list(by_level.values())).decode(),
             dumps([[job.id, job.type] for job in jobs]).decode(),
         ]
-        return SCRIPTS["enqueue"], keys, args
+        return self.scripts["enqueue"], keys, args
 
     async def _delete_each(self, keys: Sequence[str]) -> None:
         pipe = self.client.pipeline(transaction=False)
@@ -366,7 +358,7 @@ class RedisBackend(
             len(levels),
             *level_args,
         ]
-        return SCRIPTS["fetch"], keys, args
+        return self.scripts["fetch"], keys, args
 
     def _plan(
         self, queues: list[str], probes: dict[str, _Probe], limit: int
@@ -399,7 +391,7 @@ class RedisBackend(
             streams, level_args = self._level_keys(queue, 6)
             keys = [k.prios, k.delayed, k.leases, k.wake, k.conf, *streams]
             args: list[Arg] = [now_arg, k.job_prefix, PROMOTE_CAP, len(streams), *level_args]
-            return SCRIPTS["probe"], keys, args
+            return self.scripts["probe"], keys, args
 
         out: dict[str, _Probe] = {}
         for queue, answer in (await self._run_per_queue(queues, build)).items():
@@ -434,7 +426,7 @@ class RedisBackend(
             for job_id in ids:
                 keys.append(k.job(job_id))
                 args += [job_id, len(keys), leases[job_id]]
-            calls.append((SCRIPTS["renew"], keys, args))
+            calls.append((self.scripts["renew"], keys, args))
         for ids, positions in zip(by_queue.values(), await self._run(calls), strict=True):
             lost.update(ids[p] for p in positions)
         return lost
@@ -527,7 +519,7 @@ class RedisBackend(
             dumps(packed).decode(),
             dumps(events).decode(),
         ]
-        return (SCRIPTS["complete"], keys, args), order
+        return (self.scripts["complete"], keys, args), order
 
     @guarded
     async def set_progress(self, job_id: str, attempt: int, progress: int) -> bool:
@@ -536,7 +528,7 @@ class RedisBackend(
             return False
         k = self.keys(route[0])
         args: list[Arg] = [self._now_arg(), job_id, attempt, int(progress)]
-        return bool(await SCRIPTS["progress"](self.client, [k.job(job_id), k.events], args))
+        return bool(await self.scripts["progress"](self.client, [k.job(job_id), k.events], args))
 
     @guarded
     async def wait_for_work(self, queues: Sequence[str], timeout: float) -> None:

@@ -161,7 +161,7 @@ each_chunk('ZADD', KEYS[5], done_f)
 local answer = table.concat(flags)
 if compact then
   if applied > 0 then
-    add_entry(events, now_s, applied, 'O', queue, 'o', ARGV[6], 'f', answer)
+    add_entry(events, now_s, 'O', queue, 'o', ARGV[6], 'f', answer)
   end
 else
   flush_events()

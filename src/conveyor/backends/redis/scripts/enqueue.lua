@@ -130,7 +130,7 @@ if #created > 0 then
     end
     created_json = cjson.encode(pairs_)
   end
-  add_entry(KEYS[4], now_s, #created, 'C', queue, 'j', created_json)
+  add_entry(KEYS[4], now_s, 'C', queue, 'j', created_json)
 end
 if woke then
   wake(KEYS[5])

@@ -177,7 +177,7 @@ end
 if token then
   each_chunk('SADD', lease_set(leases, token), leased)
   redis.call('ZADD', leases, deadline_s, token)
-  add_entry(events, now_s, #leased, 'S', owner, 'j', cjson.encode(leased),
+  add_entry(events, now_s, 'S', owner, 'j', cjson.encode(leased),
     'n', '[' .. table.concat(attempts, ',') .. ']')
 end
 each_chunk('ZREM', KEYS[4], unpended)

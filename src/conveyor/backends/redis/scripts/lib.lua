@@ -15,7 +15,8 @@
 --   score in the lease zset; owner and deadline are shown only while running.
 --   Records keep few fields: a small hash is one flat list in Redis, so every field
 --   written or read scans it.
-local EVENT_RETENTION = __EVENT_RETENTION__
+-- Milliseconds an event stays in the feed (the store's Retention.events).
+local EVENT_RETENTION_MS = __EVENT_RETENTION_MS__
 
 local function clock(arg)
   if arg ~= '' then
@@ -43,8 +44,7 @@ end
 -- Events are buffered by `emit` and written by `flush_events` (called by every script
 -- that emits, before it returns) as one feed entry per call: field `a` the time, field
 -- `e` a JSON array of [type, job id, data] (data already JSON text); an event's cursor
--- is the entry id plus its index in the array. Entries hold at most EVENT_CHUNK events;
--- MAXLEN is scaled by the entry's size, so the feed keeps about EVENT_RETENTION events.
+-- is the entry id plus its index in the array. Entries hold at most EVENT_CHUNK events.
 local EVENT_CHUNK = 1000
 local event_key, event_at, event_parts = nil, nil, {}
 
@@ -54,12 +54,34 @@ local function emit(events, now_s, kind, id, data)
 end
 
 -- The hot paths (enqueue, fetch, complete) write a batch's events as one compact entry
--- instead: what the reader needs to rebuild them (`_codec.events_from_entry`), mostly
--- text the client sent anyway, so no per-event JSON is built here. `fields` follow `a`;
--- `n` is the number of events it stands for.
-local function add_entry(key, now_s, n, ...)
-  redis.call('XADD', key, 'MAXLEN', '~', string.format('%d', math.ceil(EVENT_RETENTION / n)),
-    '*', 'a', now_s, ...)
+-- with `add_entry`: what the reader needs to rebuild them (`_codec.events_from_entry`),
+-- mostly text the client sent anyway, so no per-event JSON is built here. `fields`
+-- follow `a`.
+-- Every write to the feed trims it by age: MINID drops the entries whose id (their
+-- time) is older than the retention, whatever their size, and `~` only whole radix
+-- tree nodes (cheap; `purge` trims exactly). Ids are Redis's clock; with an injected
+-- clock (tests) they are its time instead, so that retention follows that clock. An
+-- id may not go back: if that clock did, Redis picks the id.
+-- Each entry names the one before it (field `p`; '' for none, '?' for unknown: written
+-- before entries did), kept in `<feed>:last`: a reader whose cursor's entry was trimmed
+-- learns from the oldest entry left whether anything after its cursor went too.
+local function add_entry(key, now_s, ...)
+  local last_key = key .. ':last'
+  local prev = redis.call('GET', last_key)
+  if not prev then
+    prev = redis.call('XLEN', key) == 0 and '' or '?'
+  end
+  local ms = math.floor(tonumber(now_s) * 1000)
+  local minid = string.format('%d', ms - EVENT_RETENTION_MS)
+  local id = nil
+  if ARGV[1] ~= '' then
+    id = redis.pcall('XADD', key, 'MINID', '~', minid, string.format('%d', ms) .. '-*',
+      'a', now_s, 'p', prev, ...)
+    if type(id) == 'table' then id = nil end  -- an error: that clock went back
+  end
+  id = id or redis.call('XADD', key, 'MINID', '~', minid, '*', 'a', now_s, 'p', prev, ...)
+  redis.call('SET', last_key, id)
+  return id
 end
 
 local function flush_events()
@@ -68,9 +90,7 @@ local function flush_events()
   while i <= n do
     local j = i + EVENT_CHUNK - 1
     if j > n then j = n end
-    local maxlen = math.ceil(EVENT_RETENTION / (j - i + 1))
-    redis.call('XADD', event_key, 'MAXLEN', '~', maxlen, '*', 'a', event_at,
-      'e', '[' .. table.concat(event_parts, ',', i, j) .. ']')
+    add_entry(event_key, event_at, 'e', '[' .. table.concat(event_parts, ',', i, j) .. ']')
     i = j + 1
   end
   event_parts = {}
