@@ -24,6 +24,7 @@ from conveyor.backends.base import (
 )
 from conveyor.errors import ConfigurationError, UnknownTaskError, ValidationError
 from conveyor.job import Job, JobHandle
+from conveyor.limits import check_queue
 from conveyor.settings import Settings
 from conveyor.task import Mode, Task, TaskOptions, make_job_options
 
@@ -308,10 +309,10 @@ class Conveyor:
         ``max_length=None`` clears a limit set earlier.
 
         Raises:
-            ConfigurationError: an empty name or a negative ``max_length``.
+            ValidationError: an invalid name (see :func:`conveyor.limits.check_queue`).
+            ConfigurationError: a negative ``max_length``.
         """
-        if not name:
-            raise ConfigurationError("a queue needs a name")
+        check_queue(name)
         if max_length is not None and max_length < 0:
             raise ConfigurationError(f"max_length of queue {name!r} must not be negative")
         options = QueueOptions(name, max_length)

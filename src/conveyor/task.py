@@ -12,6 +12,14 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, TypeVar
 
 from conveyor.errors import InvalidArgumentsError, ValidationError
 from conveyor.job import Job, JobHandle, new_job_id
+from conveyor.limits import (
+    check_idempotency_key,
+    check_priority,
+    check_queue,
+    check_retries,
+    check_task_name,
+    check_timeout,
+)
 from conveyor.serialization import dumps
 
 if TYPE_CHECKING:
@@ -47,8 +55,7 @@ class TaskOptions:
     non_retryable: tuple[type[BaseException], ...] = ()
 
     def __post_init__(self) -> None:
-        if not self.name or len(self.name) > 200:
-            raise ValidationError("task name must be 1-200 characters")
+        check_task_name(self.name, "name")
         if self.mode not in MODES:
             raise ValidationError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
         check_queue(self.queue)
@@ -56,24 +63,6 @@ class TaskOptions:
         check_timeout(self.timeout)
         if self.backoff < 0 or self.backoff_max < 0:
             raise ValidationError("backoff must not be negative")
-
-
-def check_queue(queue: str) -> None:
-    """Queue names are short and printable: they appear in URLs and store keys."""
-    if not queue or len(queue) > 100 or not queue.isprintable() or "/" in queue:
-        raise ValidationError(
-            "queue must be 1-100 printable characters without '/'", {"field": "queue"}
-        )
-
-
-def check_retries(retries: int) -> None:
-    if not 0 <= retries <= 1000:
-        raise ValidationError("retries must be between 0 and 1000", {"field": "maxRetries"})
-
-
-def check_timeout(timeout: float | None) -> None:
-    if timeout is not None and not 0 < timeout <= 31_536_000:
-        raise ValidationError("timeout must be positive (seconds)", {"field": "timeout"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,12 +120,8 @@ def make_job_options(
         check_retries(retries)
     timeout_s = _seconds(timeout, "timeout")
     check_timeout(timeout_s)
-    if idempotency_key is not None and not 0 < len(idempotency_key) <= 255:
-        raise ValidationError(
-            "idempotency key must be 1-255 characters", {"field": "idempotencyKey"}
-        )
-    if priority is not None and not -1_000_000 <= priority <= 1_000_000:
-        raise ValidationError("priority must be within ±1,000,000", {"field": "priority"})
+    check_idempotency_key(idempotency_key)
+    check_priority(priority)
     return JobOptions(
         delay=_seconds(delay, "delay"),
         run_at=_instant(run_at),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import urllib.parse
 from collections.abc import AsyncIterator
 
 import httpx
@@ -13,6 +14,7 @@ import pytest
 from conveyor import Conveyor
 from conveyor.api import create_app
 from conveyor.backends.base import OutcomeKind, WorkerInfo
+from conveyor.errors import ValidationError
 from conveyor.worker import Worker
 from tests.api.conftest import assert_error, finish, make_conveyor, submit
 from tests.conftest import running
@@ -76,6 +78,30 @@ async def test_bad_queue_names_are_refused(client: httpx.AsyncClient) -> None:
     assert_error(await client.post("/api/v1/queues/" + "q" * 101 + "/pause"), 422)
     assert_error(await client.post("/api/v1/queues/%01/pause"), 422)
     assert_error(await client.get("/api/v1/queues/default/pause"), 405)
+
+
+@pytest.mark.parametrize("name", [" ", "default ", " default", "\tq", "q\u00a0", "a/b"])
+async def test_queue_names_with_whitespace_at_an_end_are_refused_everywhere(
+    conveyor: Conveyor, client: httpx.AsyncClient, name: str
+) -> None:
+    # Not another queue that looks like "default": refused at every edge.
+    body = {"type": "add", "parameters": [1, 2], "queue": name}
+    assert_error(await client.post("/api/v1/jobs", json=body), 422)
+    schedule = {"type": "add", "parameters": [1, 2], "interval": 60, "queue": name}
+    assert_error(await client.post("/api/v1/schedules", json=schedule), 422)
+    if "/" not in name:
+        quoted = urllib.parse.quote(name, safe="")
+        assert_error(await client.post(f"/api/v1/queues/{quoted}/pause"), 422)
+    with pytest.raises(ValidationError, match="whitespace"):
+        await conveyor.get_task("add").options(queue=name).enqueue(1, 2)
+    with pytest.raises(ValidationError):
+        conveyor.queue(name)
+    assert (await client.get("/api/v1/jobs")).json()["items"] == []
+
+
+async def test_inner_spaces_in_a_queue_name_are_fine(client: httpx.AsyncClient) -> None:
+    await submit(client, type="add", parameters=[1, 2], queue="video encoding")
+    assert (await _queue(client, "video encoding"))["pending"] == 1
 
 
 async def test_a_paused_queue_is_not_worked_until_resumed(

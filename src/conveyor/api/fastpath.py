@@ -20,6 +20,7 @@ from conveyor.api.errors import _conveyor_error, _on_http_exception
 from conveyor.api.middleware import _route_path
 from conveyor.api.routes.jobs import submit
 from conveyor.errors import ConveyorError
+from conveyor.limits import IDEMPOTENCY_KEY_MAX
 
 #: The path served here (relative to ``root_path``).
 SUBMIT_PATH = "/api/v1/jobs"
@@ -54,7 +55,7 @@ class SubmitFastPath:
                 key = value
         # Headers decode as Latin-1, as Starlette decodes them.
         idempotency_key = None if key is None else key.decode("latin-1")
-        if idempotency_key is not None and not 1 <= len(idempotency_key) <= 255:
+        if idempotency_key is not None and not 1 <= len(idempotency_key) <= IDEMPOTENCY_KEY_MAX:
             await self.app(scope, receive, send)  # FastAPI's own 422 for the header
             return
         request = Request(scope, receive)

@@ -15,6 +15,15 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
 from conveyor.job import Job, JobStatus
+from conveyor.limits import (
+    IDEMPOTENCY_KEY_MAX,
+    PRIORITY_MAX,
+    QUEUE_NAME_MAX,
+    QUEUE_PATTERN,
+    RETRIES_MAX,
+    TASK_NAME_MAX,
+    TIMEOUT_MAX,
+)
 
 #: The longest delay a job may be submitted with: ten years.
 MAX_DELAY_SECONDS = 315_360_000.0
@@ -25,7 +34,6 @@ _MAX_RUN_AT = datetime(9999, 1, 1, tzinfo=UTC)
 _RFC3339 = re.compile(
     r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})", re.ASCII
 )
-QUEUE_PATTERN = r"^[^/\x00-\x1f\x7f]+$"
 #: Job ids are UUIDs; anything outside this set cannot name a job.
 JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}", re.ASCII)
 
@@ -47,14 +55,16 @@ class SubmitJob(BaseModel):
         },
     )
 
-    type: str = Field(min_length=1, max_length=200, description="the task's registered name")
+    type: str = Field(
+        min_length=1, max_length=TASK_NAME_MAX, description="the task's registered name"
+    )
     parameters: dict[str, Any] | list[Any] = Field(
         default_factory=dict,
         description="keyword arguments as an object, or positional arguments as an array",
     )
-    queue: str | None = Field(None, min_length=1, max_length=100, pattern=QUEUE_PATTERN)
+    queue: str | None = Field(None, min_length=1, max_length=QUEUE_NAME_MAX, pattern=QUEUE_PATTERN)
     priority: int | None = Field(
-        None, ge=-1_000_000, le=1_000_000, description="higher runs first within a queue"
+        None, ge=-PRIORITY_MAX, le=PRIORITY_MAX, description="higher runs first within a queue"
     )
     delay: float | None = Field(
         None, ge=0, le=MAX_DELAY_SECONDS, description="seconds to wait before running"
@@ -65,9 +75,9 @@ class SubmitJob(BaseModel):
         description="RFC 3339 instant to run at, e.g. 2030-01-01T00:00:00Z",
         json_schema_extra={"format": "date-time"},
     )
-    max_retries: int | None = Field(None, ge=0, le=1000)
-    timeout: float | None = Field(None, gt=0, le=31_536_000, description="seconds per attempt")
-    idempotency_key: str | None = Field(None, min_length=1, max_length=255)
+    max_retries: int | None = Field(None, ge=0, le=RETRIES_MAX)
+    timeout: float | None = Field(None, gt=0, le=TIMEOUT_MAX, description="seconds per attempt")
+    idempotency_key: str | None = Field(None, min_length=1, max_length=IDEMPOTENCY_KEY_MAX)
     callback_url: str | None = Field(None, min_length=1, max_length=2048)
     callback_secret: str | None = Field(None, min_length=1, max_length=1024)
 

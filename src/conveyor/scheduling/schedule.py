@@ -22,9 +22,9 @@ from typing import TYPE_CHECKING
 from conveyor.backends.base import MisfirePolicy, OverlapPolicy, Schedule
 from conveyor.errors import ValidationError
 from conveyor.job import Job, new_job_id
+from conveyor.limits import PRIORITY_MAX, TASK_NAME_MAX, check_queue
 from conveyor.scheduling.cron import Cron, zone
 from conveyor.serialization import dumps
-from conveyor.task import check_queue
 
 if TYPE_CHECKING:
     from conveyor.app import Conveyor
@@ -123,8 +123,8 @@ def validate_schedule(schedule: Schedule) -> Timing:
         ValidationError: ``details.field`` names the offending field.
     """
     validate_id(schedule.id)
-    if not schedule.type or len(schedule.type) > 200:
-        raise _error("type", "type must be a task name of 1-200 characters")
+    if not schedule.type or len(schedule.type) > TASK_NAME_MAX:
+        raise _error("type", f"type must be a task name of 1-{TASK_NAME_MAX} characters")
     timing = compile_timing(schedule)
     if isinstance(schedule.jitter, bool) or not 0 <= schedule.jitter <= MAX_JITTER:
         raise _error("jitter", f"jitter must be 0 to {MAX_JITTER:.0f} seconds")
@@ -132,8 +132,8 @@ def validate_schedule(schedule: Schedule) -> Timing:
         raise _error("maxDrift", "maxDrift must be a positive number of seconds")
     if schedule.queue is not None:
         check_queue(schedule.queue)
-    if schedule.priority is not None and not -1_000_000 <= schedule.priority <= 1_000_000:
-        raise _error("priority", "priority must be within ±1,000,000")
+    if schedule.priority is not None and not -PRIORITY_MAX <= schedule.priority <= PRIORITY_MAX:
+        raise _error("priority", f"priority must be within ±{PRIORITY_MAX:,}")
     MisfirePolicy(schedule.misfire_policy)
     OverlapPolicy(schedule.overlap)
     dumps([schedule.args, schedule.kwargs], what=f"parameters of schedule {schedule.id!r}")

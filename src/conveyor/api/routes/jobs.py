@@ -35,6 +35,7 @@ from conveyor.app import Conveyor
 from conveyor.backends.base import EnqueueResult, JobFilter
 from conveyor.errors import JobNotFoundError, ValidationError
 from conveyor.job import Job, JobStatus
+from conveyor.limits import IDEMPOTENCY_KEY_MAX, QUEUE_NAME_MAX
 from conveyor.task import make_job_options
 from conveyor.webhooks.ssrf import forbidden_reason, literal_ip
 
@@ -177,7 +178,7 @@ async def submit_job(
     request: Request,
     idempotency_key: Annotated[
         str | None,
-        Header(alias="Idempotency-Key", min_length=1, max_length=255),
+        Header(alias="Idempotency-Key", min_length=1, max_length=IDEMPOTENCY_KEY_MAX),
     ] = None,
 ) -> Response:
     """Enqueue a job of a registered task type.
@@ -210,7 +211,8 @@ async def submit(
         scope: the request's ASGI scope (for ``root_path``).
         content_type: the first ``Content-Type`` header, if any.
         read_body: reads the whole request body.
-        idempotency_key: the ``Idempotency-Key`` header, already checked (1-255 chars).
+        idempotency_key: the ``Idempotency-Key`` header, already checked (see
+            :data:`~conveyor.limits.IDEMPOTENCY_KEY_MAX`).
 
     Raises:
         HTTPException: 415, or 413 from the body limit while reading.
@@ -249,7 +251,9 @@ async def list_jobs(
     conveyor: App,
     status: Annotated[JobStatus | None, Query(description="only jobs in this state")] = None,
     type: Annotated[str | None, Query(max_length=200, description="only this task type")] = None,
-    queue: Annotated[str | None, Query(max_length=100, description="only this queue")] = None,
+    queue: Annotated[
+        str | None, Query(max_length=QUEUE_NAME_MAX, description="only this queue")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=500, description="page size")] = 50,
     cursor: Annotated[
         str | None,

@@ -15,18 +15,19 @@ from conveyor.api.errors import JSONResponse
 from conveyor.api.rates import CompletionRate
 from conveyor.api.schemas import (
     ERROR_DEFAULT,
-    QUEUE_PATTERN,
     _Camel,
     error_responses,
 )
 from conveyor.app import Conveyor
 from conveyor.backends.base import Backend, QueueStats
+from conveyor.limits import QUEUE_NAME_MAX, QUEUE_PATTERN
 
 router = APIRouter(prefix="/api/v1/queues", tags=["queues"], responses=ERROR_DEFAULT)
 
 App = Annotated[Conveyor, Depends(get_conveyor)]
 QueueName = Annotated[
-    str, Path(min_length=1, max_length=100, pattern=QUEUE_PATTERN, description="the queue")
+    str,
+    Path(min_length=1, max_length=QUEUE_NAME_MAX, pattern=QUEUE_PATTERN, description="the queue"),
 ]
 _ERRORS = error_responses(401, 503)
 

@@ -30,7 +30,6 @@ from conveyor.api.params import ParameterChecker
 from conveyor.api.schemas import (
     ERROR_DEFAULT,
     JOB_LINKS,
-    QUEUE_PATTERN,
     JobOut,
     error_responses,
     format_instant,
@@ -41,6 +40,7 @@ from conveyor.app import Conveyor
 from conveyor.backends.base import Backend, Fire, MisfirePolicy, OverlapPolicy, Schedule
 from conveyor.errors import ConflictError, ValidationError
 from conveyor.job import new_job_id
+from conveyor.limits import PRIORITY_MAX, QUEUE_NAME_MAX, QUEUE_PATTERN
 from conveyor.scheduling import build_job, plan_next_run, validate_id, validate_schedule
 from conveyor.scheduling.schedule import MAX_JITTER, MAX_SECONDS, MIN_INTERVAL, SCHEDULE_ID
 
@@ -97,8 +97,8 @@ class ScheduleBody(BaseModel):
     )
     timezone: str | None = Field(None, min_length=1, max_length=64, description="default UTC")
     enabled: bool | None = Field(None, description="default true")
-    queue: str | None = Field(None, min_length=1, max_length=100, pattern=QUEUE_PATTERN)
-    priority: int | None = Field(None, ge=-1_000_000, le=1_000_000)
+    queue: str | None = Field(None, min_length=1, max_length=QUEUE_NAME_MAX, pattern=QUEUE_PATTERN)
+    priority: int | None = Field(None, ge=-PRIORITY_MAX, le=PRIORITY_MAX)
     jitter: float | None = Field(
         None, ge=0, le=MAX_JITTER, description="delay each fire by up to this many seconds"
     )
