@@ -13,6 +13,7 @@
     ├── QueueFullError              a queue at its maximum length
     ├── BackendError                the store failed
     │   └── BackendUnavailableError the store cannot be reached
+    ├── OutcomeStoreError           a worker cannot store outcomes and stops
     ├── JobTimeoutError             waiting for a result took too long
     ├── JobFailedError              the awaited job failed
     └── JobCancelledError           the awaited job was cancelled
@@ -93,6 +94,13 @@ class BackendError(ConveyorError):
 
 class BackendUnavailableError(BackendError):
     """The store cannot be reached; the operation may be retried later."""
+
+
+class OutcomeStoreError(ConveyorError):
+    """A worker cannot store the outcomes of the jobs it ran, and stops.
+
+    Its jobs are handed out again once their leases expire. The cause is chained.
+    """
 
 
 class JobTimeoutError(ConveyorError, TimeoutError):
