@@ -509,7 +509,9 @@ def bench(
     console.print(table)
     console.print(_bench_conditions(report))
     if json_path:
-        Path(json_path).write_bytes(dumps(report.as_dict()))
+        path = Path(json_path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(dumps(report.as_dict()))
 
 
 def _bench_conditions(report: Any) -> str:

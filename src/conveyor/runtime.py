@@ -2,7 +2,9 @@
 
 The first SIGTERM or Ctrl-C stops taking new work and drains running jobs within the
 shutdown grace period; a second Ctrl-C stops at once (running jobs are returned to their
-queue as the worker exits, or handed out again when their lease expires).
+queue as the worker exits, or handed out again when their lease expires). Either way the
+process ends soon after the grace period, even with the store down: parts still waiting
+on it then are cancelled.
 """
 
 from __future__ import annotations

@@ -33,6 +33,19 @@ async def _store_class(app: Conveyor) -> type[Any]:
     return type(await app.backend())
 
 
+async def _start_with_complete_raising(
+    app: Conveyor, monkeypatch: pytest.MonkeyPatch, error: Exception
+) -> tuple[Worker, asyncio.Task[None]]:
+    """A worker running on a store whose ``complete`` raises ``error``."""
+
+    async def complete(self: object, outcomes: Sequence[Outcome]) -> list[bool]:
+        raise error
+
+    monkeypatch.setattr(await _store_class(app), "complete", complete)
+    worker = Worker(app, concurrency=4, lease_seconds=0.5)
+    return worker, asyncio.create_task(worker.run())
+
+
 async def _handed_out(app: Conveyor, count: int) -> list[Job]:
     """Fetch as another worker until ``count`` jobs come (their leases must expire)."""
     backend = await app.backend()
@@ -101,12 +114,8 @@ async def test_a_store_that_refuses_every_outcome_stops_the_worker_and_frees_its
         await asyncio.sleep(30)
         return 2
 
-    async def refuse(self: object, outcomes: Sequence[Outcome]) -> list[bool]:
-        raise BackendError("schema mismatch")
-
-    monkeypatch.setattr(await _store_class(app), "complete", refuse)
-    worker = Worker(app, concurrency=4, lease_seconds=0.5)
-    run = asyncio.create_task(worker.run())
+    refusal = BackendError("schema mismatch")
+    worker, run = await _start_with_complete_raising(app, monkeypatch, refusal)
     long_job = await slow.enqueue()
     await asyncio.wait_for(slow_started.wait(), 5)
     short_job = await quick.enqueue()
@@ -126,12 +135,8 @@ async def test_a_bug_in_the_store_layer_stops_the_worker_loudly(
     async def job() -> int:
         return 1
 
-    async def broken(self: object, outcomes: Sequence[Outcome]) -> list[bool]:
-        raise RuntimeError("bug in complete")
-
-    monkeypatch.setattr(await _store_class(app), "complete", broken)
-    worker = Worker(app, concurrency=4, lease_seconds=0.5)
-    run = asyncio.create_task(worker.run())
+    bug = RuntimeError("bug in complete")
+    worker, run = await _start_with_complete_raising(app, monkeypatch, bug)
     handle = await job.enqueue()
     with pytest.raises(OutcomeStoreError, match="bug in complete"):
         await asyncio.wait_for(run, 10)
