@@ -36,12 +36,15 @@ async def subscriber(port: int, counts: list[int], index: int, ready: asyncio.Ev
     )
     await writer.drain()
     ready.set()
-    tail = b""
+    marker = b"\ndata: "
+    # A marker split between two reads is found in the tail the next read starts with;
+    # the tail is one byte shorter than the marker, so none is counted twice.
+    tail = b"\n"
     try:
         while chunk := await reader.read(65536):
             data = tail + chunk
-            counts[index] += data.count(b"\ndata: ") + data.startswith(b"data: ")
-            tail = data[-8:]
+            counts[index] += data.count(marker)
+            tail = data[-(len(marker) - 1) :]
     finally:
         writer.close()
 
