@@ -29,6 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from harness import api_process, cpu_seconds, py_spy, store
 
+from conveyor.benchmark_env import describe, note_speed_after
+
 
 async def client_loop(
     client: httpx.AsyncClient, quota: list[int], deadline: float, latencies: list[float]
@@ -142,8 +144,10 @@ def main() -> None:
         api_process(Path(tmp), url) as (api, port),
         py_spy(api.pid, profile, rate=250),
     ):
+        environment = asyncio.run(describe(url))
         result = drive(port, args, api.pid)
-    result = {"store": args.store, "clients": args.clients, **result}
+        note_speed_after(environment)
+    result = {"store": args.store, "clients": args.clients, **result, "environment": environment}
     print(json.dumps(result, indent=2))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")

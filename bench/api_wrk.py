@@ -30,6 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from harness import api_process, cpu_seconds, py_spy, store, wait_ready
 
+from conveyor.benchmark_env import describe, note_speed_after
+
 SCRIPT = Path(__file__).resolve().with_name("api_submit.lua")
 
 
@@ -75,6 +77,7 @@ def main() -> None:
         tempfile.TemporaryDirectory(prefix="conveyor-api-wrk-") as tmp,
         store(args.store, Path(tmp)) as url,
     ):
+        environment = asyncio.run(describe(url))
         with api_process(Path(tmp), url) as (api, port):
             wait_ready(port)
             warm = (
@@ -85,6 +88,7 @@ def main() -> None:
                 main_run = run_wrk(port, args.threads, args.connections, args.seconds)
                 cpu = cpu_seconds(api.pid) - cpu_before
         stored = asyncio.run(stored_jobs(url))
+        note_speed_after(environment)
 
     runs = [r for r in (warm, main_run) if r is not None]
     ok = sum(r["requests"] - r["status_errors"] for r in runs)
@@ -113,6 +117,7 @@ def main() -> None:
         "accepted_responses": ok,
         "stored_jobs": stored,
         "stored_matches": ok <= stored <= ok + slack,
+        "environment": environment,
     }
     print(main_run["text"], file=sys.stderr)
     print(json.dumps(result, indent=2))

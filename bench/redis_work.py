@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import platform
 import shutil
 import signal
 import statistics
@@ -38,6 +37,7 @@ from harness import redis_server
 
 from conveyor.backends.base import Outcome, OutcomeKind
 from conveyor.backends.redis import RedisBackend
+from conveyor.benchmark_env import describe, note_speed_after
 from conveyor.job import Job, new_job_id
 
 STEPS = ("enqueue", "fetch", "complete")
@@ -148,10 +148,12 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp, redis_server(Path(tmp)) as url:
+        environment = asyncio.run(describe(url))
         runs = [
             asyncio.run(one_run(url, args.jobs, args.fetch_batch, args.complete_batch))
             for _ in range(args.runs)
         ]
+        note_speed_after(environment)
     table = summary(runs)
     print(f"Redis server work per job, median of {args.runs} runs of {args.jobs:,} jobs")
     print(f"{'step':<10} {'CPU µs':>8} {'instructions':>13} {'cycles':>10}")
@@ -162,8 +164,8 @@ def main() -> None:
     if not shutil.which("perf"):
         print("(perf is not installed: no instruction counts)", file=sys.stderr)
     if args.json:
-        machine = f"{platform.machine()}, {platform.python_version()}"
-        args.json.write_text(json.dumps({"machine": machine, "runs": runs, "median": table}))
+        record = {"runs": runs, "median": table, "environment": environment}
+        args.json.write_text(json.dumps(record, indent=2) + "\n")
 
 
 if __name__ == "__main__":

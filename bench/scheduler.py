@@ -34,6 +34,7 @@ from typing import Any
 
 from conveyor import Conveyor, Settings
 from conveyor.backends.base import Schedule
+from conveyor.benchmark_env import describe, note_speed_after
 from conveyor.job import Job
 from conveyor.runtime import run_async
 from conveyor.scheduling.scheduler import Scheduler
@@ -132,7 +133,10 @@ def main() -> None:
     ):
 
         async def go() -> None:
+            environment = await describe(url)
             result.update(await bench(url, args))
+            note_speed_after(environment)
+            result["environment"] = environment
 
         run_async(go)
     print(json.dumps(result, indent=2))

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from conveyor.benchmark import app, noop
+from conveyor.benchmark_env import describe, note_speed_after
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -35,12 +36,15 @@ async def subscriber(port: int, counts: list[int], index: int, ready: asyncio.Ev
     )
     await writer.drain()
     ready.set()
-    tail = b""
+    marker = b"\ndata: "
+    # A marker split between two reads is found in the tail the next read starts with;
+    # the tail is one byte shorter than the marker, so none is counted twice.
+    tail = b"\n"
     try:
         while chunk := await reader.read(65536):
             data = tail + chunk
-            counts[index] += data.count(b"\ndata: ") + data.startswith(b"data: ")
-            tail = data[-8:]
+            counts[index] += data.count(marker)
+            tail = data[-(len(marker) - 1) :]
     finally:
         writer.close()
 
@@ -48,6 +52,7 @@ async def subscriber(port: int, counts: list[int], index: int, ready: asyncio.Ev
 async def main(args: argparse.Namespace) -> dict[str, object]:
     scratch = Path(tempfile.mkdtemp(prefix="conveyor-sse-"))
     url = f"sqlite:///{scratch / 'sse.db'}"
+    environment = await describe(url)
     port = free_port()
     server = subprocess.Popen(
         [
@@ -93,6 +98,7 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
         await asyncio.gather(*tasks, return_exceptions=True)
         await app.aclose()
         delivered = sum(min(c, expected) for c in counts)
+        note_speed_after(environment)
         return {
             "subscribers": args.subscribers,
             "jobs": args.jobs,
@@ -101,6 +107,7 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
             "seconds": round(elapsed, 3),
             "events_delivered_per_s": round(delivered / elapsed),
             "events_per_s_per_subscriber": round(expected / elapsed),
+            "environment": environment,
         }
     finally:
         server.send_signal(signal.SIGTERM)

@@ -430,7 +430,14 @@ class Conveyor:
             if loop is not current and loop.is_running():
                 # Drivers bound to another running loop (the sync bridge) close there.
                 closing = asyncio.run_coroutine_threadsafe(backend.aclose(), loop)
-                await asyncio.wrap_future(closing)
+                try:
+                    await asyncio.wrap_future(closing)
+                except asyncio.CancelledError:
+                    task = asyncio.current_task()
+                    if task is not None and task.cancelling():
+                        raise
+                    # That loop ended before it ran the close (a heartbeat thread that
+                    # stopped meanwhile): its thread released the connection itself.
             else:
                 await backend.aclose()
         if portal is not None:

@@ -470,6 +470,11 @@ def workers(url: str | None) -> None:
     type=click.Path(dir_okay=False),
     help="also write the figures to this JSON file",
 )
+@click.option(
+    "--allow-tmpfs",
+    is_flag=True,
+    help="measure a SQLite file on tmpfs/ramfs anyway (the report marks it not durable)",
+)
 @_friendly
 def bench(
     url: str | None,
@@ -481,8 +486,12 @@ def bench(
     no_io: bool,
     delayed: int,
     json_path: str | None,
+    allow_tmpfs: bool,
 ) -> None:
-    """Measure enqueue, drain and queue-wait latency with no-op jobs."""
+    """Measure enqueue, drain and queue-wait latency with no-op jobs.
+
+    Every job must complete exactly once, or no figure is printed (exit status 1).
+    """
     import shutil
 
     from rich.table import Table
@@ -499,6 +508,7 @@ def bench(
         jobs=jobs,
         concurrency=concurrency,
         workers=workers,
+        allow_memory_fs=allow_tmpfs,
         say=lambda text: status.update(text),
     )
     with status:
@@ -524,8 +534,28 @@ def bench(
     for f in report.figures:
         table.add_row(f.scenario, f.name, f"{f.value:,.1f} {f.unit}")
     console.print(table)
+    console.print(_bench_conditions(report))
     if json_path:
-        Path(json_path).write_bytes(dumps(report.as_dict()))
+        path = Path(json_path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(dumps(report.as_dict()))
+
+
+def _bench_conditions(report: Any) -> str:
+    """Host speed and store durability, for the title of the bench table."""
+    env = report.environment
+    speed = env["host_speed_s"]
+    store = env["store"]
+    durable = "durable" if store.get("durable") else "NOT DURABLE"
+    if store["kind"] == "sqlite":
+        durable += f" (SQLite synchronous={store['synchronous']} on {store['filesystem']})"
+    elif store["kind"] == "redis":
+        durable += f" (appendonly {store.get('appendonly')}, {store.get('appendfsync')})"
+    return (
+        f"Every job completed exactly once. Store: {durable}. Host speed: "
+        f"{speed['additions']:,} additions in {speed['before']:.2f} s before, "
+        f"{speed['after']:.2f} s after."
+    )
 
 
 T = TypeVar("T")

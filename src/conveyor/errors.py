@@ -14,6 +14,8 @@
     ├── HistoryTruncatedError       events after a reader's cursor are past retention
     ├── BackendError                the store failed
     │   └── BackendUnavailableError the store cannot be reached
+    ├── OutcomeStoreError           a worker cannot store outcomes and stops
+    ├── BenchmarkError              a benchmark whose figures cannot be trusted
     ├── JobTimeoutError             waiting for a result took too long
     ├── JobFailedError              the awaited job failed
     └── JobCancelledError           the awaited job was cancelled
@@ -125,6 +127,18 @@ class BackendError(ConveyorError):
 
 class BackendUnavailableError(BackendError):
     """The store cannot be reached; the operation may be retried later."""
+
+
+class OutcomeStoreError(ConveyorError):
+    """A worker cannot store the outcomes of the jobs it ran, and stops.
+
+    Its jobs are handed out again once their leases expire. The cause is chained.
+    """
+
+
+class BenchmarkError(ConveyorError):
+    """``conveyor bench`` found a reason not to report its figures (a job that failed, ran
+    twice or went missing; a store that is not durable)."""
 
 
 class JobTimeoutError(ConveyorError, TimeoutError):

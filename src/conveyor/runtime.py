@@ -2,7 +2,9 @@
 
 The first SIGTERM or Ctrl-C stops taking new work and drains running jobs within the
 shutdown grace period; a second Ctrl-C stops at once (running jobs are returned to their
-queue as the worker exits, or handed out again when their lease expires).
+queue as the worker exits, or handed out again when their lease expires). Either way the
+process ends soon after the grace period, even with the store down: parts still waiting
+on it then are cancelled.
 """
 
 from __future__ import annotations
@@ -13,17 +15,26 @@ import gc
 import ipaddress
 import logging
 import signal
+import time
 from collections.abc import Callable, Coroutine, Generator, Sequence
 from typing import Any
 
+from conveyor._aio import first_of
 from conveyor.app import Conveyor
 from conveyor.errors import ConfigurationError
 from conveyor.purger import Purger
 from conveyor.scheduling.scheduler import Scheduler
 from conveyor.webhooks import WebhookDeliverer
 from conveyor.worker import Worker
+from conveyor.worker.worker import SHUTDOWN_SLACK
 
 logger = logging.getLogger(__name__)
+
+#: Seconds past a worker's own bound (grace + SHUTDOWN_SLACK) after which the parts of a
+#: stopping process still busy (a scheduler waiting on a frozen store, say) are cancelled.
+EXIT_MARGIN = 1.0
+#: Seconds a stopped process waits for its store connections to close.
+CLOSE_SECONDS = 1.0
 
 
 def run_async(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
@@ -65,6 +76,41 @@ def check_exposure(app: Conveyor, host: str) -> None:
         "bind a loopback address, or allow it with --insecure-no-auth "
         "(CONVEYOR_ALLOW_INSECURE_NO_AUTH=1)"
     )
+
+
+async def _until_done(
+    tasks: Sequence[asyncio.Task[None]], stop_requested: asyncio.Event, budget: float
+) -> None:
+    """Wait for every part, or the first error of one (raised); once a stop is requested,
+    wait at most ``budget`` seconds (what still runs then is for :func:`_stop_parts`)."""
+    gathered = asyncio.gather(*tasks)
+    await first_of(gathered, stop_requested.wait())
+    if not gathered.done():
+        await asyncio.wait({gathered}, timeout=budget)
+    if gathered.done():
+        await gathered
+        return
+    logger.warning("still stopping %.0fs after the signal; stopping at once", budget)
+    # Read whatever it ends with, so asyncio does not report it as never retrieved.
+    gathered.add_done_callback(lambda done: done.cancelled() or done.exception())
+
+
+async def _stop_parts(tasks: Sequence[asyncio.Task[None]], until: float) -> None:
+    """Cancel the parts still running and give their cleanup until ``until``
+    (``time.monotonic()``); then cancel again, for up to EXIT_MARGIN seconds, those whose
+    cleanup waits on the store too."""
+    pending = {task for task in tasks if not task.done()}
+    for task in pending:
+        task.cancel()
+    if pending:
+        _, pending = await asyncio.wait(pending, timeout=max(until - time.monotonic(), 0.0))
+    end = time.monotonic() + EXIT_MARGIN
+    while pending and time.monotonic() < end:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=0.1)
+    if pending:
+        logger.warning("%d parts did not stop; leaving them", len(pending))
 
 
 def _make_server(app: Conveyor, host: str, port: int) -> Any:
@@ -129,6 +175,9 @@ async def serve(
         Worker(app, queues=queues, concurrency=concurrency, processes=processes) if worker else None
     )
     replica = Scheduler(app) if scheduler else None
+    stop_requested = asyncio.Event()
+    budget = app.settings.shutdown_grace_seconds + SHUTDOWN_SLACK + EXIT_MARGIN
+    stop_by: float | None = None  # time.monotonic() by which a stopping process has ended
     # An API process pushes the queue options declared in code and runs the webhook
     # deliverer (which delivers only while it holds the `webhooks` lock).
     deliverer = WebhookDeliverer(app) if api else None
@@ -138,10 +187,12 @@ async def serve(
     signals_seen = 0
 
     def on_signal(sig: signal.Signals) -> None:
-        nonlocal signals_seen
+        nonlocal signals_seen, stop_by
         signals_seen += 1
         if signals_seen == 1:
             logger.warning("%s received: draining (press Ctrl-C again to stop at once)", sig.name)
+            stop_requested.set()
+            stop_by = time.monotonic() + budget
             if server is not None:
                 server.should_exit = True
             if runner is not None:
@@ -180,12 +231,15 @@ async def serve(
         if on_ready is not None:
             on_ready()
         try:
-            await asyncio.gather(*tasks)
+            await _until_done(tasks, stop_requested, budget)
         finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            # After a part's error, the others get the budget a signal would give them.
+            await _stop_parts(tasks, stop_by or time.monotonic() + budget)
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
-        await app.aclose()
+        try:
+            async with asyncio.timeout(CLOSE_SECONDS):
+                await app.aclose()
+        except TimeoutError:  # a connection waiting on a frozen store: the exit ends it
+            logger.warning("store connections did not close within %.0fs", CLOSE_SECONDS)

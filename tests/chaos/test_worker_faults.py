@@ -1,4 +1,5 @@
-"""Worker faults on Redis: SIGKILL under load, a frozen worker (SIGSTOP), and SIGTERM.
+"""Worker faults on Redis: SIGKILL under load, a frozen worker (SIGSTOP), and SIGTERM
+(also with Redis frozen).
 
 Every test runs real ``conveyor worker`` processes against a ``redis-server`` of its own
 (lease 2 s, AOF everysec) and judges them from the per-process job history
@@ -16,6 +17,7 @@ import time
 import pytest
 
 from conveyor.backends.redis._codec import last_lease
+from conveyor.worker.worker import SHUTDOWN_SLACK
 from tests.chaos.helpers import GRACE, LEASE, RECOVERY_BOUND, Cluster, wait_until
 from tests.e2e.harness import Fault, check
 
@@ -166,3 +168,35 @@ def test_sigterm_finishes_short_jobs_and_hands_the_long_one_over(cluster: Cluste
     state = cluster.store_state()
     assert (state.stream_entries, state.pel, state.leases, state.pending) == (0, 0, 0, 0)
     assert state.completed == 1 + len(short_ids)
+
+
+def test_sigterm_with_redis_frozen_ends_within_the_grace_period_and_slack(
+    cluster: Cluster,
+) -> None:
+    first = cluster.worker("first", concurrency=4)
+    [job_id] = cluster.enqueue([(0, 0.5)])
+    wait_until(lambda: job_id in cluster.poll().starts, 30, "the job to start")
+    cluster.redis.pause()
+    try:
+        # It finishes while Redis is frozen: its outcome cannot be stored.
+        wait_until(lambda: job_id in cluster.poll().finishes, 10, "the job to finish")
+        term_at = time.monotonic()
+        os.kill(first.pid, signal.SIGTERM)
+        code = first.wait(GRACE + SHUTDOWN_SLACK + 30)
+        exited_after = time.monotonic() - term_at
+    finally:
+        cluster.redis.resume()
+    print(f"\n[G2b] worker exited {exited_after:.2f}s after SIGTERM with Redis frozen")
+    log = cluster.log("first")
+    assert code == 0, log[-4000:]
+    # 3 s: the runtime's margins (runtime.EXIT_MARGIN, CLOSE_SECONDS) and the exit itself.
+    assert exited_after <= GRACE + SHUTDOWN_SLACK + 3
+    assert "1 outcomes could not be stored before shutdown" in log
+    # The abandoned outcome's job runs again once its lease expires, unless the write
+    # still sat in the frozen server's socket and landed when it woke: then the job
+    # completed without running again. Never anything else.
+    second = cluster.worker("second", concurrency=4)
+    wait_until(lambda: cluster.job(job_id).get("s") == "completed", 30, "the job to complete")
+    cluster.stop_cleanly(second)
+    starts = [r["pid"] for r in cluster.poll().starts[job_id]]
+    assert starts in ([first.pid], [first.pid, second.pid]), starts

@@ -15,6 +15,8 @@ import pytest
 from conveyor.loader import load_app
 from tests.e2e.harness import HISTORY_APP, History, conveyor, free_port, stop, wait_ready
 
+FAULTY_APP = f"{Path(__file__).with_name('faulty_store_app.py')}:app"
+
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
 
@@ -216,3 +218,61 @@ def test_supervised_workers_are_restarted_after_a_kill(tmp_path: Path) -> None:
     pids = {r["pid"] for runs in history.starts.values() for r in runs}
     assert victim in pids
     assert len(pids) == 3  # two workers, and the one that replaced the killed worker
+
+
+def test_a_worker_that_cannot_store_outcomes_exits_nonzero_and_is_replaced(
+    tmp_path: Path,
+) -> None:
+    fault = tmp_path / "fault"
+    fault.touch()
+    env = _env(tmp_path, FAULT_FILE=str(fault))
+    log = tmp_path / "supervisor.log"
+    app = load_app(HISTORY_APP)
+    app.settings = app.settings.replace(url=env["CONVEYOR_URL"])
+    task = app.get_task("record")
+
+    async def enqueue() -> list[str]:
+        handles = await task.enqueue_many([((n,), {}) for n in range(20)])
+        return [h.id for h in handles]
+
+    async def states(ids: list[str]) -> list[tuple[str, int]]:
+        infos = [await app.job(job_id).info() for job_id in ids]
+        return [(info.status.value, info.attempts) for info in infos]
+
+    async def scenario() -> tuple[int, list[tuple[str, int]]]:
+        try:
+            ids = await enqueue()
+            supervisor = conveyor(
+                "worker", FAULTY_APP, "--processes", "2", "--concurrency", "10", env=env, log=log
+            )
+            try:
+                # A worker meets the bug storing its first outcomes and exits non-zero...
+                deadline = time.monotonic() + 60
+                while "exited with 1; restarting" not in log.read_text(errors="replace"):
+                    assert time.monotonic() < deadline, log.read_text(errors="replace")
+                    await asyncio.sleep(0.05)
+                fault.unlink()
+                # ...and once its leases expire, the jobs it held run again elsewhere.
+                deadline = time.monotonic() + 60
+                while {s for s, _ in await states(ids)} != {"completed"}:
+                    assert time.monotonic() < deadline, await states(ids)
+                    await asyncio.sleep(0.1)
+                # Every worker started is up (a SIGTERM while one starts would kill it).
+                while (text := log.read_text(errors="replace")).count(" consuming ") < text.count(
+                    " started (pid "
+                ):
+                    assert time.monotonic() < deadline, text
+                    await asyncio.sleep(0.05)
+            finally:
+                code = stop(supervisor, signal.SIGTERM)
+            return code, await states(ids)
+        finally:
+            await app.aclose()
+
+    code, final = asyncio.run(scenario())
+    text = log.read_text(errors="replace")
+    assert code == 0, text[-4000:]
+    assert "Traceback" in text
+    assert "RuntimeError: bug in the store layer" in text
+    assert "stopping: storing outcomes failed" in text
+    assert any(attempts >= 2 for _, attempts in final), final  # run again after the crash

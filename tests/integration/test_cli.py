@@ -106,40 +106,6 @@ def test_unwritable_database_location_is_a_clear_error(env: dict[str, str]) -> N
     assert "/proc/no/such/dir/c.db" in done.stderr
 
 
-def test_bench_writes_its_figures(env: dict[str, str], tmp_path: Path) -> None:
-    out = tmp_path / "bench.json"
-    done = cli(
-        "bench",
-        "--url",
-        f"sqlite:///{tmp_path / 'b.db'}",
-        "--jobs",
-        "300",
-        "--rate",
-        "200",
-        "--latency-seconds",
-        "0.5",
-        "--no-io",
-        "--json",
-        str(out),
-        env=env,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
-    import json
-
-    report = json.loads(out.read_text())
-    figures = {(f["scenario"], f["name"]): f["value"] for f in report["figures"]}
-    assert figures[("drain", "drain rate")] > 0
-    assert figures[("enqueue", "enqueue_many")] > 0
-    assert (
-        0
-        <= figures[("latency at 200/s", "queue wait p50")]
-        <= figures[("latency at 200/s", "queue wait max")]
-    )
-    assert figures[("drain", "worker peak RSS")] > 10
-    assert "drain rate" in done.stdout
-
-
 #: No auth from the environment the tests run in.
 OPEN = {"CONVEYOR_API_TOKENS": "", "CONVEYOR_ALLOW_INSECURE_NO_AUTH": ""}
 

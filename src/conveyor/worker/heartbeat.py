@@ -66,10 +66,17 @@ class Heartbeat:
         self._thread = threading.Thread(target=self._run, name="conveyor-heartbeat", daemon=True)
         self._thread.start()
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop renewing; wait up to ``timeout`` seconds for the thread to end.
+
+        A thread still waiting on the store by then is left to end on its own (it is a
+        daemon: it does not hold the process).
+        """
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout=10)
+            self._thread.join(timeout=timeout)
+            if self._thread.is_alive():
+                logger.warning("heartbeat thread still waiting on the store; leaving it")
             self._thread = None
 
     def _run(self) -> None:

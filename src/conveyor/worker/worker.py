@@ -14,19 +14,25 @@ import socket
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from conveyor._aio import first_of
 from conveyor.app import Conveyor
 from conveyor.backends.base import Backend, Outcome, OutcomeKind, WorkerInfo
 from conveyor.context import JobContext, set_current
-from conveyor.errors import ConveyorError, NonRetryableError, Retry, SerializationError
+from conveyor.errors import (
+    ConveyorError,
+    NonRetryableError,
+    OutcomeStoreError,
+    Retry,
+    SerializationError,
+)
 from conveyor.job import Job, task_error
 from conveyor.serialization import dumps
 from conveyor.task import Task
 from conveyor.worker.backoff import retry_delay
-from conveyor.worker.completer import Completer
+from conveyor.worker.completer import Completer, CompleterStats
 from conveyor.worker.executors import Executors
 from conveyor.worker.heartbeat import Heartbeat
 from conveyor.worker.process_pool import ChildDiedError, ChildError
@@ -37,6 +43,10 @@ logger = logging.getLogger(__name__)
 #: stays idle after the store comes back (each failed call already spends ~0.7 s in the
 #: driver's own reconnect retries, so this costs the store little).
 FETCH_RETRY_MAX = 1.0
+#: Seconds past the grace period that a stopping worker gives the store to take the last
+#: outcomes, stop the heartbeat and unregister; whatever is not done by then is left
+#: (outcomes not stored run again once their leases expire).
+SHUTDOWN_SLACK = 3.0
 
 
 @dataclass(slots=True)
@@ -49,6 +59,7 @@ class WorkerStats:
     failed: int = 0
     released: int = 0
     stale_acks: int = 0
+    outcomes: CompleterStats = field(default_factory=CompleterStats)
 
 
 class Worker:
@@ -102,6 +113,8 @@ class Worker:
         self._slot_free = asyncio.Event()
         self._stopping = asyncio.Event()
         self._force = asyncio.Event()
+        self._deadline = 0.0  # time.monotonic() by which a stopping worker has drained
+        self._store_error: OutcomeStoreError | None = None
         self._backend: Backend | None = None
         self._completer: Completer | None = None
         # Taken once: asyncio.get_running_loop() is a getpid() system call on Linux, and
@@ -137,6 +150,8 @@ class Worker:
         Args:
             force: do not wait for the grace period; return running jobs at once.
         """
+        if not self._stopping.is_set():
+            self._deadline = time.monotonic() + self.shutdown_grace
         self._stopping.set()
         self._slot_free.set()
         if force:
@@ -147,13 +162,20 @@ class Worker:
         """Fetch and run jobs until :meth:`stop` is called, then drain.
 
         Running jobs get ``shutdown_grace`` seconds to finish; the rest are cancelled and
-        returned to their queue without counting an attempt.
+        returned to their queue without counting an attempt. The whole stop takes at most
+        ``shutdown_grace + SHUTDOWN_SLACK`` seconds, even with the store down.
+
+        Raises:
+            OutcomeStoreError: outcomes could not be stored (the cause is chained and
+                logged); the worker stopped at once and its jobs run again elsewhere.
         """
         backend = self._backend = await self.app.backend()
         self._loop = asyncio.get_running_loop()
         self._started_at = time.time()
         await self.app.configure_queues()
-        completer = self._completer = Completer(backend)
+        completer = self._completer = Completer(
+            backend, stats=self.stats.outcomes, on_failure=self._on_completer_failure
+        )
         completer.start()
         heartbeat = Heartbeat(
             self.app,
@@ -173,21 +195,60 @@ class Worker:
             "worker %s consuming %s (concurrency %d)", self.id, self.queues, self.concurrency
         )
         try:
-            await self._fetch_loop(backend)
+            await self._fetch_until_stopped(backend)
         finally:
+            self.stop()  # sets the drain deadline, also when the fetch loop failed
             await self._drain()
             for helper in helpers:
                 helper.cancel()
             await asyncio.gather(*helpers, return_exceptions=True)
-            await completer.aclose()
-            await asyncio.to_thread(heartbeat.stop)
-            try:
+            await self._leave(backend, completer, heartbeat)
+        if self._store_error is not None:
+            raise self._store_error
+
+    async def _leave(self, backend: Backend, completer: Completer, heartbeat: Heartbeat) -> None:
+        """Store the last outcomes, stop the heartbeat and unregister, all within
+        SHUTDOWN_SLACK seconds past the drain deadline."""
+        end = max(self._deadline, time.monotonic()) + SHUTDOWN_SLACK
+
+        def left() -> float:
+            return max(end - time.monotonic(), 0.1)
+
+        await completer.aclose(left())
+        await asyncio.to_thread(heartbeat.stop, left())
+        try:
+            async with asyncio.timeout(left()):
                 await backend.unregister_worker(self.id)
-            except (ConveyorError, OSError) as exc:  # it expires from the registry instead
-                logger.warning("could not unregister worker %s: %s", self.id, exc)
-            await self._executors.aclose()
-            self.stats.stale_acks = completer.rejected
-            logger.info("worker %s stopped: %s", self.id, self.stats)
+        except (ConveyorError, OSError) as exc:  # it expires from the registry instead
+            logger.warning("could not unregister worker %s: %s", self.id, str(exc) or "timed out")
+        await self._executors.aclose()
+        self.stats.stale_acks = completer.rejected
+        logger.info("worker %s stopped: %s", self.id, self.stats)
+
+    def _on_completer_failure(self, error: OutcomeStoreError) -> None:
+        """Outcomes can no longer be stored: stop at once and fail ``run``.
+
+        Running attempts are cancelled and their leases no longer renewed, so the store
+        hands their jobs to other workers once the leases expire.
+        """
+        logger.error("worker %s stopping: %s", self.id, error)
+        self._store_error = error
+        self.stop(force=True)
+
+    async def _fetch_until_stopped(self, backend: Backend) -> None:
+        """Run the fetch loop until :meth:`stop`. A fetch the store leaves hanging is
+        given up at the drain deadline (what it leased comes back when its leases expire)."""
+        fetching = asyncio.create_task(self._fetch_loop(backend), name="conveyor-fetch")
+        try:
+            await first_of(fetching, self._stopping.wait())
+            if not fetching.done():
+                await asyncio.wait({fetching}, timeout=max(self._deadline - time.monotonic(), 0))
+        finally:
+            if not fetching.done():
+                fetching.cancel()
+                await asyncio.wait({fetching})
+        if not fetching.cancelled() and (exc := fetching.exception()) is not None:
+            raise exc
 
     async def _fetch_loop(self, backend: Backend) -> None:
         stop_wait = asyncio.create_task(self._stopping.wait())
@@ -262,7 +323,8 @@ class Worker:
             "draining %d running jobs (grace %.1fs)", len(self._running), self.shutdown_grace
         )
         tasks = {task: job_id for job_id, (task, _) in self._running.items()}
-        await first_of(asyncio.wait(tasks, timeout=self.shutdown_grace), self._force.wait())
+        timeout = max(self._deadline - time.monotonic(), 0.0)
+        await first_of(asyncio.wait(tasks, timeout=timeout), self._force.wait())
         still_running = [task for task in tasks if not task.done()]
         for task in still_running:
             self._cancel_reasons.setdefault(tasks[task], "shutdown")
@@ -278,6 +340,8 @@ class Worker:
                 assert self._completer is not None
                 if not await self._completer.submit(outcome):
                     self.stats.stale_acks += 1
+        except OutcomeStoreError:
+            pass  # the worker is stopping (see _on_completer_failure): the lease runs out
         finally:
             # Only this attempt's bookkeeping: the job may be running here again already,
             # as a newer attempt (see _on_lost).
