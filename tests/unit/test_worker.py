@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import threading
 import time
@@ -428,6 +429,61 @@ async def test_a_job_leased_again_while_its_last_outcome_waits_keeps_its_new_lea
         await handle.result(timeout=10)
     assert starts == [1, 2]
     assert (await handle.info()).attempts == 2
+
+
+async def test_a_job_stored_as_completed_before_a_renewal_is_not_stopped_as_lost(
+    app: Conveyor, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The outcome is stored, and a renewal that still lists the job hears "not yours"
+    # before the worker has taken the answer in: the job completed normally, nothing is
+    # stopped and nothing says it was cancelled or lost.
+    @app.task()
+    async def quick() -> int:
+        return 7
+
+    backend = await app.backend()
+    store = type(backend)
+    renew, complete = store.renew, store.complete
+    renewed_after_store = asyncio.Event()
+    stored = threading.Event()
+    lost_seen: list[set[str]] = []
+
+    async def watching_renew(self: object, *args: object, **kwargs: object) -> set[str]:
+        lost: set[str] = await renew(self, *args, **kwargs)  # type: ignore[arg-type]
+        if stored.is_set() and lost:
+            lost_seen.append(lost)
+        return lost
+
+    told = asyncio.Event()
+    on_lost = Worker._on_lost
+
+    def telling_on_lost(self: Worker, attempts: dict[str, int]) -> None:
+        on_lost(self, attempts)
+        if stored.is_set():
+            told.set()
+
+    async def complete_then_wait(self: object, outcomes: list[object]) -> list[bool]:
+        flags: list[bool] = await complete(self, outcomes)  # type: ignore[arg-type]
+        stored.set()
+        # A heartbeat renews the stored job, hears "not yours", and tells the worker,
+        # all before the worker hears that the outcome is stored.
+        await asyncio.wait_for(told.wait(), 5)
+        renewed_after_store.set()
+        return flags
+
+    monkeypatch.setattr(store, "renew", watching_renew)
+    monkeypatch.setattr(store, "complete", complete_then_wait)
+    monkeypatch.setattr(Worker, "_on_lost", telling_on_lost)
+    caplog.set_level(logging.INFO, "conveyor.worker")
+    worker = Worker(app, concurrency=4, lease_seconds=0.3)
+    async with running(worker):
+        handle = await quick.enqueue()
+        assert await handle.result(timeout=10) == 7
+        await asyncio.wait_for(renewed_after_store.wait(), 10)
+    assert lost_seen
+    assert "stopping job" not in caplog.text
+    assert worker.stats.completed == 1
+    assert worker.stats.stale_acks == 0
 
 
 @pytest.mark.parametrize("taken_meanwhile", [True, False])

@@ -37,6 +37,7 @@ import httpx
 import orjson
 
 from conveyor._aio import first_of
+from conveyor._outage import Outage
 from conveyor.app import Conveyor
 from conveyor.backends.base import Backend, Event
 from conveyor.errors import BackendError, ConveyorError, HistoryTruncatedError
@@ -136,6 +137,9 @@ class WebhookDeliverer:
         self.delivered = 0
         self.failed = 0
         self._stop = asyncio.Event()
+        self._store_outage = Outage(logger, "webhooks: taking the leader lock")
+        self._reading = Outage(logger, "webhooks: reading events")
+        self._saving = Outage(logger, "webhooks: saving the cursor")
         self._sem = asyncio.Semaphore(concurrency)
         self._retrying: dict[str, str] = {}  # job id -> delivery id, scheduled for retry
         self._retry_dirty = False
@@ -157,8 +161,10 @@ class WebhookDeliverer:
                 try:
                     token = await backend.acquire_lock(LOCK, self.owner, self.lock_ttl)
                 except ConveyorError as exc:
-                    logger.warning("webhooks: cannot reach the store (%s)", exc)
+                    self._store_outage.failed(exc)
                     token = None
+                else:
+                    self._store_outage.succeeded()
                 if token is None:
                     await first_of(asyncio.sleep(self.lock_ttl / 3), stop)
                     continue
@@ -229,9 +235,10 @@ class WebhookDeliverer:
             try:
                 events = await self._read(backend, mark.read_pos)
             except ConveyorError as exc:
-                logger.warning("webhooks: reading events failed (%s)", exc)
+                self._reading.failed(exc, retry_in=1.0)
                 await asyncio.sleep(1.0)
                 continue
+            self._reading.succeeded()
             for event in events:
                 final = event.type in payload.FINAL_EVENTS
                 mark.add(event.id, settled=not final)
@@ -281,7 +288,9 @@ class WebhookDeliverer:
                 cursor = position
         except ConveyorError as exc:
             self._retry_dirty = True
-            logger.warning("webhooks: saving the cursor failed (%s)", exc)
+            self._saving.failed(exc)
+        else:
+            self._saving.succeeded()
         return cursor, retry_list
 
     def _spawn(

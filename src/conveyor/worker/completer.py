@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from conveyor._outage import Outage
 from conveyor.backends.base import Backend, Outcome, OutcomeKind
 from conveyor.errors import BackendUnavailableError, ConveyorError, OutcomeStoreError
 from conveyor.job import task_error
@@ -78,8 +78,7 @@ class Completer:
         self._on_failure = on_failure
         self._failure: str | None = None
         self._delay = FIRST_RETRY_DELAY
-        self._outage_since: float | None = None
-        self._warned_at = 0.0
+        self._outage = Outage(logger, "storing outcomes", every=WARN_INTERVAL)
         self.stats = stats or CompleterStats()
         self.rejected = 0
 
@@ -172,17 +171,13 @@ class Completer:
         except UNAVAILABLE as exc:
             # Never drop an outcome: the job stays leased to us and is retried here until
             # the store answers (or the lease expires and the job goes elsewhere).
-            self._note_outage(len(batch), exc)
+            self.stats.store_failures += 1
+            self._outage.failed(exc, retry_in=self._delay)
             await asyncio.sleep(self._delay)
             self._delay = min(self._delay * 2, MAX_RETRY_DELAY)
             return
         self._delay = FIRST_RETRY_DELAY
-        if self._outage_since is not None:
-            logger.warning(
-                "outcomes stored again after %.1fs of failures",
-                time.monotonic() - self._outage_since,
-            )
-            self._outage_since = None
+        self._outage.succeeded()
 
     async def _write(self, batch: list[_Entry]) -> None:
         outcomes = [outcome for outcome, _ in batch]
@@ -242,19 +237,3 @@ class Completer:
                 )
             if not future.done():
                 future.set_result(accepted)
-
-    def _note_outage(self, count: int, exc: BaseException) -> None:
-        """Count a failed write; warn at its start, then at most every WARN_INTERVAL."""
-        self.stats.store_failures += 1
-        now = time.monotonic()
-        if self._outage_since is None:
-            self._outage_since = now
-        elif now - self._warned_at < WARN_INTERVAL:
-            return
-        self._warned_at = now
-        logger.warning(
-            "storing %d outcomes failed (%s); retrying (failing for %.0fs)",
-            count,
-            exc,
-            now - self._outage_since,
-        )

@@ -13,6 +13,7 @@ import logging
 import threading
 from collections.abc import Callable, Mapping
 
+from conveyor._outage import Outage
 from conveyor.app import Conveyor
 from conveyor.backends.base import Backend, WorkerInfo
 from conveyor.errors import ConveyorError
@@ -57,6 +58,8 @@ class Heartbeat:
         self._announce = announce
         self.registry_ttl = interval * registry_beats
         self._stop = threading.Event()
+        self._renewing = Outage(logger, "lease renewal")
+        self._registering = Outage(logger, "worker registration")
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.beats = 0
@@ -98,7 +101,9 @@ class Heartbeat:
         try:
             await backend.register_worker(self._announce(), self.registry_ttl)
         except (ConveyorError, OSError) as exc:
-            logger.warning("worker registration failed (%s); retrying", exc)
+            self._registering.failed(exc)
+            return
+        self._registering.succeeded()
 
     async def beat(self, backend: Backend) -> None:
         """Renew once; report lost leases to the worker."""
@@ -108,8 +113,9 @@ class Heartbeat:
         try:
             lost = await backend.renew(self._worker_id, leases, self._lease)
         except (ConveyorError, OSError) as exc:
-            logger.warning("lease renewal failed (%s); retrying", exc)
+            self._renewing.failed(exc)
             return
+        self._renewing.succeeded()
         self.beats += 1
         if lost and self._loop is not None:
             attempts = {job_id: leases[job_id] for job_id in lost if job_id in leases}

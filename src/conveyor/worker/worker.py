@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from conveyor._aio import first_of
+from conveyor._outage import Outage
 from conveyor.app import Conveyor
 from conveyor.backends.base import Backend, Outcome, OutcomeKind, WorkerInfo
 from conveyor.context import JobContext, set_current
@@ -107,6 +108,8 @@ class Worker:
         )
         self._running: dict[str, tuple[asyncio.Task[None], int]] = {}
         self._leases: dict[str, int] = {}
+        # Attempts that have ended, whose outcome the completer holds or has stored.
+        self._outcome_sent: dict[str, int] = {}
         # Why the worker cancelled an attempt: "lost" (cancelled in the store or lease
         # taken over) or "shutdown" (grace period over).
         self._cancel_reasons: dict[str, str] = {}
@@ -253,6 +256,7 @@ class Worker:
     async def _fetch_loop(self, backend: Backend) -> None:
         stop_wait = asyncio.create_task(self._stopping.wait())
         error_delay = 0.05
+        fetching = Outage(logger, "fetch")
         try:
             while not self._stopping.is_set():
                 free = self.concurrency - len(self._running)
@@ -270,10 +274,11 @@ class Worker:
                         # that answers fetches but not waits must not be polled flat out.
                         await first_of(backend.wait_for_work(self.queues, timeout=1.0), stop_wait)
                 except (ConveyorError, OSError) as exc:
-                    logger.warning("fetch failed (%s); retrying in %.2fs", exc, error_delay)
+                    fetching.failed(exc, retry_in=error_delay)
                     await first_of(asyncio.sleep(error_delay), stop_wait)
                     error_delay = min(error_delay * 2, FETCH_RETRY_MAX)
                     continue
+                fetching.succeeded()
                 error_delay = 0.05
                 for job in jobs:
                     self._start(job)
@@ -310,6 +315,11 @@ class Worker:
         the last attempt's outcome waited for the store): that newer attempt stays.
         """
         for job_id, attempt in attempts.items():
+            if self._outcome_sent.get(job_id) == attempt:
+                # The attempt is over and its outcome is with the completer: most often
+                # stored already (the store then no longer counts the job as running),
+                # else fenced when it arrives. There is nothing left to stop.
+                continue
             entry = self._running.get(job_id)
             if entry is not None and entry[1] == attempt and job_id not in self._cancel_reasons:
                 logger.info("stopping job %s: cancelled or lease lost", job_id)
@@ -338,6 +348,7 @@ class Worker:
             outcome = await self._execute(job)
             if outcome is not None:
                 assert self._completer is not None
+                self._outcome_sent[job.id] = job.attempts
                 if not await self._completer.submit(outcome):
                     self.stats.stale_acks += 1
         except OutcomeStoreError:
@@ -350,6 +361,8 @@ class Worker:
                 del self._running[job.id]
                 self._leases.pop(job.id, None)
                 self._cancel_reasons.pop(job.id, None)
+            if self._outcome_sent.get(job.id) == job.attempts:
+                del self._outcome_sent[job.id]
             self._slot_free.set()
 
     async def _execute(self, job: Job) -> Outcome | None:

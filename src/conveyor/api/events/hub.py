@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 
+from conveyor._outage import Outage
 from conveyor.api.deps import open_backend
 from conveyor.api.events.render import Published, publish
 from conveyor.api.events.subscription import CloseReason, Subscription
@@ -177,19 +178,15 @@ class EventHub:
     async def _poll(self, backend: Backend) -> None:
         loop = asyncio.get_running_loop()
         idle_since: float | None = None
-        failing = False
+        reading = Outage(logger, "reading the event feed")
         while True:
             try:
                 events = await self._read(backend)
-            except Exception as exc:
-                if not failing:
-                    logger.warning("reading the event feed failed: %s: %s", type(exc).__name__, exc)
-                failing = True
+            except Exception as exc:  # keep serving; a bug shows in the log with its type
+                reading.failed(f"{type(exc).__name__}: {exc}", retry_in=ERROR_BACKOFF_SECONDS)
                 await asyncio.sleep(ERROR_BACKOFF_SECONDS)
                 continue
-            if failing:
-                logger.info("reading the event feed works again")
-                failing = False
+            reading.succeeded()
             if events:
                 self._cursor = events[-1].id
                 self._dispatch(events)
