@@ -15,6 +15,7 @@
     ├── BackendError                the store failed
     │   └── BackendUnavailableError the store cannot be reached
     ├── OutcomeStoreError           a worker cannot store outcomes and stops
+    ├── LostLeadershipError         a leader lease ran out (scheduler, webhooks)
     ├── BenchmarkError              a benchmark whose figures cannot be trusted
     ├── JobTimeoutError             waiting for a result took too long
     ├── JobFailedError              the awaited job failed
@@ -127,6 +128,10 @@ class BackendError(ConveyorError):
 
 class BackendUnavailableError(BackendError):
     """The store cannot be reached; the operation may be retried later."""
+
+
+class LostLeadershipError(ConveyorError):
+    """A leader lease ran out while its holder acted; the next leader takes over."""
 
 
 class OutcomeStoreError(ConveyorError):

@@ -12,6 +12,7 @@ import pytest
 
 import conveyor
 from conveyor import Conveyor, Settings
+from conveyor.backoff import retry_delay
 from conveyor.errors import (
     ConfigurationError,
     InvalidArgumentsError,
@@ -21,7 +22,6 @@ from conveyor.errors import (
 )
 from conveyor.job import Job, JobStatus, new_job_id
 from conveyor.loader import load_app
-from conveyor.worker.backoff import retry_delay
 
 
 def test_public_surface_is_exactly_what_all_lists() -> None:

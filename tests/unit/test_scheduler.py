@@ -77,7 +77,7 @@ async def test_two_leaders_at_once_enqueue_each_fire_once(app: Conveyor) -> None
     await save(backend, created_at=t0 - 1, next_run_at=t0)
     first = await leader(app)
     second = Scheduler(app)
-    second._lease_until = time.monotonic() + 60  # believes it leads (split brain)
+    second._lock._until = time.monotonic() + 60  # believes it leads (split brain)
     for sched in (first, second):
         await sched.reload(backend)
     created = [await s.fire_due(t0 + 2.5) for s in (first, second)]

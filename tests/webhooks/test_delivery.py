@@ -333,7 +333,8 @@ async def test_losing_leadership_while_reading_the_feed_ends_the_session_quietly
     """An event read just as the lock is lost is left for the next leader: the session
     ends with the lost leadership alone, not with an error."""
     from conveyor.backends.base import Event
-    from conveyor.webhooks.deliverer import _LostLeadership, _only_lost, _Watermark
+    from conveyor.errors import LostLeadershipError
+    from conveyor.webhooks.deliverer import _only_lost, _Watermark
 
     deliverer = fast(make_app())
     mark = _Watermark(None)
@@ -341,7 +342,7 @@ async def test_losing_leadership_while_reading_the_feed_ends_the_session_quietly
     mark.add(event.id, settled=False)
 
     async def lose() -> None:
-        raise _LostLeadership
+        raise LostLeadershipError("lost")
 
     async def tail(tg: asyncio.TaskGroup, client: httpx.AsyncClient) -> None:
         backend = await deliverer.app.backend()

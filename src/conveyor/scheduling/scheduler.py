@@ -39,14 +39,11 @@ import dataclasses
 import heapq
 import itertools
 import logging
-import os
-import random
-import socket
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from conveyor._outage import Outage
 from conveyor.app import Conveyor
 from conveyor.backends.base import (
     Backend,
@@ -56,8 +53,9 @@ from conveyor.backends.base import (
     OverlapPolicy,
     Schedule,
 )
-from conveyor.errors import ConveyorError, QueueFullError, ValidationError
+from conveyor.errors import ConveyorError, LostLeadershipError, QueueFullError, ValidationError
 from conveyor.job import Job, JobStatus
+from conveyor.leadership import LeaderLease
 from conveyor.scheduling.declare import upsert_declared
 from conveyor.scheduling.schedule import (
     Timing,
@@ -106,10 +104,6 @@ class _Batch:
     meta: list[tuple[_Entry, float]] = field(default_factory=list)  # (entry, fire time)
 
 
-class LostLeadershipError(ConveyorError):
-    """The lease ran out while firing; the rest of the tick is left to the next leader."""
-
-
 class Scheduler:
     """A scheduler replica. Run as many as you like; one leads at a time.
 
@@ -137,15 +131,13 @@ class Scheduler:
     ) -> None:
         self.app = app
         self.lease = float(lease if lease is not None else app.settings.lease_seconds)
-        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._lock = LeaderLease(LOCK_NAME, self.lease, owner=owner)
+        self.owner = self._lock.owner
         self.grace = grace if grace is not None else 2 * self.lease + 1.0
         self.poll = poll
         self.batch_size = batch_size
         self.on_fire = on_fire
         self.stats = SchedulerStats()
-        #: Trust in the lock ends here (``time.monotonic``), renewed by the lease task.
-        self._lease_until = 0.0
-        self._token: int | None = None
         self._offset = 0.0  # store clock minus local clock
         self._entries: dict[str, _Entry] = {}
         self._heap: list[tuple[float, int, str]] = []
@@ -163,7 +155,7 @@ class Scheduler:
     @property
     def is_leader(self) -> bool:
         """True while this replica holds the lock and may fire."""
-        return time.monotonic() < self._lease_until
+        return self._lock.held
 
     def store_now(self) -> float:
         """The store's clock, estimated locally (no round trip)."""
@@ -175,39 +167,30 @@ class Scheduler:
         The lease task calls this every lease/3 seconds; tests call it directly.
         """
         backend = backend or await self.app.backend()
-        sent = time.monotonic()
-        token = await backend.acquire_lock(LOCK_NAME, self.owner, self.lease)
-        was_leader = self.is_leader
-        if token is None:
-            self._lease_until = 0.0
-            if was_leader:
-                logger.warning("scheduler %s: lost the leader lock", self.owner)
-            self._token = None
+        was_leader, token = self.is_leader, self._lock.token
+        if not await self._lock.acquire(backend):
             return False
         before = time.time()
         store_time = await backend.now()
         self._offset = store_time - (before + time.time()) / 2
-        self._lease_until = sent + self.lease - self.lease / 10
-        if token != self._token:
-            self._token = token
+        if self._lock.token != token:
             self.stats.leaderships += 1
             self._forget()  # another leader may have fired meanwhile: start from the store
-            logger.info("scheduler %s: leading (token %d)", self.owner, token)
         if not was_leader:
             self._poke()
         return True
 
     async def _hold_lease(self, backend: Backend) -> None:
+        outage = Outage(logger, f"scheduler {self.owner}: the leader lock")
         while not self._stopping:
             try:
                 await self.acquire(backend)
-            except Exception as exc:  # the store is down: keep trying, lose trust on time
+            except ConveyorError as exc:  # the store is down: keep trying, lose trust on time
                 self.stats.errors += 1
-                logger.warning("scheduler %s: leader lock: %s", self.owner, exc)
-            step = self.lease / 3
-            if not self.is_leader:
-                step *= random.uniform(0.8, 1.2)  # replicas do not contend in lockstep
-            await self._sleep(step, wakeable=False)
+                outage.failed(exc)
+            else:
+                outage.succeeded()
+            await self._sleep(self._lock.pause(), wakeable=False)
         self._poke()
 
     # -- the loop --------------------------------------------------------------------
@@ -241,10 +224,8 @@ class Scheduler:
             await self._settle()
             holder.cancel()
             await asyncio.gather(holder, return_exceptions=True)
-            if self._token is not None:
-                with contextlib.suppress(Exception):  # it expires on its own otherwise
-                    await backend.release_lock(LOCK_NAME, self.owner)
-                self._lease_until, self._token = 0.0, None
+            if self._lock.token is not None:
+                await self._lock.release(backend)  # else it expires on its own
 
     def stop(self) -> None:
         """Stop after the current step and hand the lock over at once."""
@@ -452,8 +433,7 @@ class Scheduler:
 
         async def store(jobs: list[Job]) -> list[EnqueueResult | None]:
             async with gate:
-                if not self.is_leader:
-                    raise LostLeadershipError("the leader lock expired while firing")
+                self._lock.check()  # the lease ran out while firing
                 return await self._store(jobs)
 
         answers = await asyncio.gather(*(store(chunk) for chunk in chunks))

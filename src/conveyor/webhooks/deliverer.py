@@ -23,13 +23,8 @@ What survives a restart (at least once, no duplicate in the normal case):
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
-import random
-import socket
 import time
-import uuid
 from collections import deque
 from typing import Any
 
@@ -40,8 +35,15 @@ from conveyor._aio import first_of
 from conveyor._outage import Outage
 from conveyor.app import Conveyor
 from conveyor.backends.base import Backend, Event
-from conveyor.errors import BackendError, ConveyorError, HistoryTruncatedError
+from conveyor.backoff import retry_delay
+from conveyor.errors import (
+    BackendError,
+    ConveyorError,
+    HistoryTruncatedError,
+    LostLeadershipError,
+)
 from conveyor.job import Job
+from conveyor.leadership import LeaderLease
 from conveyor.webhooks import payload
 from conveyor.webhooks.signing import signed_headers
 from conveyor.webhooks.ssrf import PinnedTransport, Resolver, TargetRefusedError, system_resolver
@@ -52,10 +54,6 @@ LOCK = "webhooks"
 CURSOR = "webhooks"
 RETRY_CURSOR = "webhooks.retrying"
 USER_AGENT = "Conveyor-Webhooks/1"
-
-
-class _LostLeadership(Exception):
-    pass
 
 
 class _Watermark:
@@ -133,11 +131,11 @@ class WebhookDeliverer:
         self.max_outstanding = max_outstanding
         self.max_retrying = max_retrying
         self.resolver = resolver
-        self.owner = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self._lock = LeaderLease(LOCK, lock_ttl)
+        self.owner = self._lock.owner
         self.delivered = 0
         self.failed = 0
         self._stop = asyncio.Event()
-        self._store_outage = Outage(logger, "webhooks: taking the leader lock")
         self._reading = Outage(logger, "webhooks: reading events")
         self._saving = Outage(logger, "webhooks: saving the cursor")
         self._sem = asyncio.Semaphore(concurrency)
@@ -158,17 +156,9 @@ class WebhookDeliverer:
         stop = asyncio.create_task(self._stop.wait())
         try:
             while not self._stop.is_set():
-                try:
-                    token = await backend.acquire_lock(LOCK, self.owner, self.lock_ttl)
-                except ConveyorError as exc:
-                    self._store_outage.failed(exc)
-                    token = None
-                else:
-                    self._store_outage.succeeded()
-                if token is None:
-                    await first_of(asyncio.sleep(self.lock_ttl / 3), stop)
+                if not await self._lock.try_acquire(backend):
+                    await first_of(asyncio.sleep(self._lock.pause()), stop)
                     continue
-                logger.info("webhooks: %s delivers (token %d)", self.owner, token)
                 session = asyncio.create_task(self._lead(backend))
                 await first_of(session, stop)
                 if not session.done():
@@ -181,8 +171,7 @@ class WebhookDeliverer:
                     await first_of(asyncio.sleep(1.0), stop)
         finally:
             stop.cancel()
-            with contextlib.suppress(ConveyorError):
-                await backend.release_lock(LOCK, self.owner)
+            await self._lock.release(backend)
 
     async def _lead(self, backend: Backend) -> None:
         self.leading = True
@@ -201,20 +190,8 @@ class WebhookDeliverer:
             ) as client,
             asyncio.TaskGroup() as tg,
         ):
-            tg.create_task(self._keep_lock(backend))
+            tg.create_task(self._lock.keep(backend))
             tg.create_task(self._tail(backend, client, tg))
-
-    async def _keep_lock(self, backend: Backend) -> None:
-        while True:
-            await asyncio.sleep(self.lock_ttl / 3)
-            try:
-                token = await backend.acquire_lock(LOCK, self.owner, self.lock_ttl)
-            except ConveyorError as exc:
-                logger.warning("webhooks: lock renewal failed (%s)", exc)
-                continue  # the lease may still hold; the next try decides
-            if token is None:
-                logger.warning("webhooks: %s lost the leader lock", self.owner)
-                raise _LostLeadership
 
     # -- tailing the feed --------------------------------------------------------------
     async def _tail(
@@ -399,8 +376,7 @@ class WebhookDeliverer:
                     error,
                 )
                 return
-            cap = min(self.backoff_max, self.backoff * 2 ** (attempts - 1))
-            next_at = now + random.uniform(0, cap)
+            next_at = now + retry_delay(attempts, self.backoff, self.backoff_max)
             await self._record(
                 backend, job.id, msg_id, "pending", attempts, status, error, next_at=next_at
             )
@@ -470,7 +446,7 @@ class WebhookDeliverer:
 def _only_lost(error: BaseException) -> bool:
     if isinstance(error, BaseExceptionGroup):
         return all(_only_lost(e) for e in error.exceptions)
-    return isinstance(error, _LostLeadership)
+    return isinstance(error, LostLeadershipError)
 
 
 async def _retrying_call(fn: Any, *args: Any) -> Any:

@@ -21,6 +21,7 @@ from conveyor._aio import first_of
 from conveyor._outage import Outage
 from conveyor.app import Conveyor
 from conveyor.backends.base import Backend, Outcome, OutcomeKind, WorkerInfo
+from conveyor.backoff import retry_delay
 from conveyor.context import JobContext, set_current
 from conveyor.errors import (
     ConveyorError,
@@ -32,7 +33,6 @@ from conveyor.errors import (
 from conveyor.job import Job, task_error
 from conveyor.serialization import dumps
 from conveyor.task import Task
-from conveyor.worker.backoff import retry_delay
 from conveyor.worker.completer import Completer, CompleterStats
 from conveyor.worker.executors import Executors
 from conveyor.worker.heartbeat import Heartbeat
