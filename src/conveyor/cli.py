@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
@@ -265,7 +264,7 @@ def scheduler(app_spec: str, url: str | None) -> None:
 @_friendly
 def demo(host: str, port: int, insecure_no_auth: bool) -> None:
     """Run the demo app (API, dashboard and worker) on SQLite at ./conveyor.db."""
-    app = _load("conveyor.demo:app", os.environ.get("CONVEYOR_URL") or DEFAULT_URL)
+    app = _load("conveyor.demo:app", None)  # the demo's store: CONVEYOR_URL, or the default
     _allow_insecure(app, insecure_no_auth)
     banner = (
         f"Conveyor demo on http://{host}:{port}  (store: {app.url})\n"

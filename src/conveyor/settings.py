@@ -43,10 +43,13 @@ class Settings:
     api_tokens: tuple[str, ...] = field(default=(), repr=False)
     max_body_bytes: int = 1_048_576
     webhook_allow_private: bool = False
+    webhook_max_attempts: int = 8
+    webhook_timeout_seconds: float = 10.0
+    webhook_concurrency: int = 16
     allowed_origins: tuple[str, ...] = ()
     allowed_hosts: tuple[str, ...] = ()
     allow_insecure_no_auth: bool = False
-    poll_interval_seconds: float = 0.02
+    events_poll_seconds: float = 0.05
 
     def __post_init__(self) -> None:
         for name in (
@@ -55,7 +58,10 @@ class Settings:
             "result_ttl_seconds",
             "event_retention_seconds",
             "idempotency_ttl_seconds",
-            "poll_interval_seconds",
+            "webhook_max_attempts",
+            "webhook_timeout_seconds",
+            "webhook_concurrency",
+            "events_poll_seconds",
         ):
             if getattr(self, name) <= 0:
                 raise ConfigurationError(f"{ENV_PREFIX}{name.upper()} must be positive")

@@ -454,3 +454,19 @@ async def test_a_deliverer_behind_the_retained_feed_says_what_it_lost_and_goes_o
         assert "2 events" in record.getMessage()  # the lost job's start and completion
     finally:
         await app.aclose()
+
+
+def test_the_deliverer_and_the_event_hub_take_their_settings() -> None:
+    from conveyor.api.events import EventHub
+
+    env = {
+        "CONVEYOR_WEBHOOK_MAX_ATTEMPTS": "3",
+        "CONVEYOR_WEBHOOK_TIMEOUT_SECONDS": "2.5",
+        "CONVEYOR_WEBHOOK_CONCURRENCY": "4",
+        "CONVEYOR_EVENTS_POLL_SECONDS": "0.2",
+    }
+    app = Conveyor(settings=Settings.from_env(env, url="memory://"))
+    deliverer = WebhookDeliverer(app)
+    assert (deliverer.max_attempts, deliverer.timeout, deliverer.concurrency) == (3, 2.5, 4)
+    assert EventHub(app).poll_interval == 0.2
+    assert WebhookDeliverer(app, max_attempts=5).max_attempts == 5  # an argument wins

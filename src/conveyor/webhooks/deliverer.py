@@ -89,7 +89,8 @@ class WebhookDeliverer:
     """Delivers webhooks of finished jobs while holding the ``webhooks`` leader lock.
 
     Args:
-        app: whose store to read; ``settings.webhook_allow_private`` lifts the SSRF guard.
+        app: whose store to read; its settings give the defaults below
+            (``CONVEYOR_WEBHOOK_*``), and ``webhook_allow_private`` lifts the SSRF guard.
         max_attempts: attempts per delivery before it is given up (state ``failed``).
         backoff: the first retry's maximum delay in seconds; doubles per attempt, and
             each delay is drawn uniformly from zero to that (full jitter).
@@ -107,11 +108,11 @@ class WebhookDeliverer:
         self,
         app: Conveyor,
         *,
-        max_attempts: int = 8,
+        max_attempts: int | None = None,
         backoff: float = 2.0,
         backoff_max: float = 900.0,
-        timeout: float = 10.0,
-        concurrency: int = 16,
+        timeout: float | None = None,
+        concurrency: int | None = None,
         poll_interval: float = 0.2,
         lock_ttl: float = 15.0,
         page_size: int = 500,
@@ -119,12 +120,13 @@ class WebhookDeliverer:
         max_retrying: int = 10_000,
         resolver: Resolver = system_resolver,
     ) -> None:
+        settings = app.settings
         self.app = app
-        self.max_attempts = max_attempts
+        self.max_attempts = max_attempts or settings.webhook_max_attempts
         self.backoff = backoff
         self.backoff_max = backoff_max
-        self.timeout = timeout
-        self.concurrency = concurrency
+        self.timeout = timeout or settings.webhook_timeout_seconds
+        self.concurrency = concurrency or settings.webhook_concurrency
         self.poll_interval = poll_interval
         self.lock_ttl = lock_ttl
         self.page_size = page_size
@@ -138,7 +140,7 @@ class WebhookDeliverer:
         self._stop = asyncio.Event()
         self._reading = Outage(logger, "webhooks: reading events")
         self._saving = Outage(logger, "webhooks: saving the cursor")
-        self._sem = asyncio.Semaphore(concurrency)
+        self._sem = asyncio.Semaphore(self.concurrency)
         self._retrying: dict[str, str] = {}  # job id -> delivery id, scheduled for retry
         self._retry_dirty = False
         self._active: set[str] = set()  # delivery ids with a task running

@@ -34,7 +34,8 @@ class EventHub:
 
     Args:
         conveyor: whose store to read.
-        poll_interval: seconds between reads when the last read was not a full page.
+        poll_interval: seconds between reads when the last read was not a full page
+            (default ``CONVEYOR_EVENTS_POLL_SECONDS``).
         page_size: events per read.
         queue_size: undelivered events a subscriber may have before it is dropped.
         keepalive_interval: seconds of silence after which a stream sends a keep-alive.
@@ -45,14 +46,14 @@ class EventHub:
         self,
         conveyor: Conveyor,
         *,
-        poll_interval: float = 0.05,
+        poll_interval: float | None = None,
         page_size: int = 1000,
         queue_size: int = 1000,
         keepalive_interval: float = 15.0,
         idle_timeout: float = 30.0,
     ) -> None:
         self.conveyor = conveyor
-        self.poll_interval = poll_interval
+        self.poll_interval = poll_interval or conveyor.settings.events_poll_seconds
         self.page_size = page_size
         self.queue_size = queue_size
         self.keepalive_interval = keepalive_interval
