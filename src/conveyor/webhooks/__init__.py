@@ -14,9 +14,10 @@ See ``docs/webhooks.md``.
 
 from __future__ import annotations
 
+from conveyor.addresses import forbidden_reason, literal_ip
 from conveyor.webhooks.deliverer import WebhookDeliverer
 from conveyor.webhooks.signing import WebhookVerificationError, signed_headers, verify
-from conveyor.webhooks.ssrf import TargetRefusedError, forbidden_reason, literal_ip
+from conveyor.webhooks.ssrf import TargetRefusedError
 
 __all__ = [
     "TargetRefusedError",

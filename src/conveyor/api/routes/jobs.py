@@ -13,6 +13,7 @@ from starlette.datastructures import State
 from starlette.responses import Response
 from starlette.types import Scope
 
+from conveyor.addresses import forbidden_reason, literal_ip
 from conveyor.api.batching import SubmitBatcher
 from conveyor.api.bodies import read_json_body
 from conveyor.api.consumers import ConsumerWatch
@@ -37,7 +38,6 @@ from conveyor.errors import JobNotFoundError, ValidationError
 from conveyor.job import Job, JobStatus
 from conveyor.limits import IDEMPOTENCY_KEY_MAX, QUEUE_NAME_MAX
 from conveyor.task import make_job_options
-from conveyor.webhooks.ssrf import forbidden_reason, literal_ip
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"], responses=ERROR_DEFAULT)
 
