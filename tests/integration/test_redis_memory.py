@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -22,6 +22,7 @@ from conveyor.job import Job, JobHandle
 from conveyor.task import Task
 from conveyor.worker import Worker
 from tests.conftest import running
+from tests.integration.helpers import until
 from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.timeout(120)
@@ -33,15 +34,6 @@ MARGIN = 200_000
 RESULT = "r" * 2_000
 LEASE = 1.0
 SUBMIT = {"type": "fill", "parameters": {"blob": "y"}}
-
-
-async def until(check: Callable[[], Awaitable[bool]], what: str, timeout: float = 10.0) -> None:
-    """Poll the store until ``check`` holds (store state has no event to await)."""
-    deadline = time.monotonic() + timeout
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 @pytest.fixture
