@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
@@ -35,14 +37,22 @@ def _said(caplog: pytest.LogCaptureFixture, text: str, level: int) -> list[str]:
     ]
 
 
-def _app(server: RedisServer) -> Conveyor:
+@asynccontextmanager
+async def _deployment(directory: Path, *args: str) -> AsyncIterator[tuple[RedisServer, Conveyor]]:
+    """A server of this test's own (``args``: its options) and an app on it, with one
+    task; both closed at the end."""
+    server = RedisServer(directory / "redis", *args).start()
     app = Conveyor(settings=Settings(url=server.url, lease_seconds=1.0, allowed_hosts=("t",)))
 
     @app.task()
     async def noop(n: int) -> int:
         return n
 
-    return app
+    try:
+        yield server, app
+    finally:
+        await app.aclose()
+        server.stop()
 
 
 async def _run_one(app: Conveyor) -> None:
@@ -50,24 +60,35 @@ async def _run_one(app: Conveyor) -> None:
     assert await handle.result(timeout=10) == 1
 
 
+async def _restart_under_a_worker(
+    app: Conveyor,
+    server: RedisServer,
+    caplog: pytest.LogCaptureFixture,
+    text: str,
+    level: int,
+) -> float:
+    """Restart ``server`` (same port and directory) under a running worker of ``app``;
+    the seconds from its answering again until ``text`` was logged at ``level``."""
+    async with running(Worker(app, concurrency=2)):
+        await _run_one(app)
+        server.stop()
+        server.start()
+
+        async def logged() -> bool:
+            return bool(_said(caplog, text, level))
+
+        took = await until(logged, f"{logging.getLevelName(level)} {text!r}")
+        await _run_one(app)  # the store goes on (empty or not)
+    return took
+
+
 async def test_a_worker_notices_redis_restarted_without_persistence(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    server = RedisServer(tmp_path / "redis", "--appendonly", "no").start()
-    app = _app(server)
     caplog.set_level(logging.WARNING, logger=LOGGER)
-    try:
+    async with _deployment(tmp_path, "--appendonly", "no") as (server, app):
         backend = await app.backend()
-        async with running(Worker(app, concurrency=2)):
-            await _run_one(app)
-            server.stop()
-            server.start()  # same port, nothing kept
-
-            async def reported() -> bool:
-                return bool(_said(caplog, LOST, logging.ERROR))
-
-            took = await until(reported, "the ERROR saying the store lost its data")
-            await _run_one(app)  # the store goes on, empty
+        took = await _restart_under_a_worker(app, server, caplog, LOST, logging.ERROR)
         (message,) = _said(caplog, LOST, logging.ERROR)
         assert server.url in message
         assert "restarted without persistence?" in message
@@ -78,45 +99,29 @@ async def test_a_worker_notices_redis_restarted_without_persistence(
             await backend._watch.check(backend.client)
         assert len(_said(caplog, LOST, logging.ERROR)) == 1
         print(f"\n[data loss] the worker logged the loss {took:.2f}s after Redis answered")
-    finally:
-        await app.aclose()
-        server.stop()
 
 
 async def test_a_restart_that_kept_the_data_is_no_loss(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    server = RedisServer(tmp_path / "redis").start()  # AOF: the data survives
-    app = _app(server)
     caplog.set_level(logging.WARNING, logger=LOGGER)
-    try:
+    async with _deployment(tmp_path) as (server, app):  # AOF: the data survives
         await app.backend()
-        async with running(Worker(app, concurrency=2)):
-            await _run_one(app)
-            server.stop()
-            server.start()
-
-            async def warned() -> bool:
-                return bool(_said(caplog, KEPT, logging.WARNING))
-
-            await until(warned, "the WARNING about the restart")
-            await _run_one(app)
+        await _restart_under_a_worker(app, server, caplog, KEPT, logging.WARNING)
         assert _said(caplog, LOST, logging.ERROR) == []
-    finally:
-        await app.aclose()
-        server.stop()
 
 
 async def test_the_api_notices_a_flushed_store(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    server = RedisServer(tmp_path / "redis").start()
-    app = _app(server)
-    raw = Redis(port=server.port)
-    transport = httpx.ASGITransport(app=create_app(app))
-    client = httpx.AsyncClient(transport=transport, base_url="http://t")
     caplog.set_level(logging.WARNING, logger=LOGGER)
-    try:
+    async with (
+        _deployment(tmp_path) as (server, app),
+        Redis(port=server.port) as raw,
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=create_app(app)), base_url="http://t"
+        ) as client,
+    ):
         answer = await client.post("/api/v1/jobs", json={"type": "noop", "parameters": {"n": 1}})
         assert answer.status_code == 202, answer.text
         await raw.flushall()
@@ -129,11 +134,6 @@ async def test_the_api_notices_a_flushed_store(
         (message,) = _said(caplog, LOST, logging.ERROR)
         assert "flushed" in message
         assert await raw.exists(RedisBackend(server.url)._g.marker)
-    finally:
-        await client.aclose()
-        await app.aclose()
-        await raw.aclose()
-        server.stop()
 
 
 async def test_one_error_per_loss_whoever_writes_the_new_marker(
