@@ -42,7 +42,10 @@ async def _deployment(directory: Path, *args: str) -> AsyncIterator[tuple[RedisS
     """A server of this test's own (``args``: its options) and an app on it, with one
     task; both closed at the end."""
     server = RedisServer(directory / "redis", *args).start()
-    app = Conveyor(settings=Settings(url=server.url, lease_seconds=1.0, allowed_hosts=("t",)))
+    # A prefix of its own: what this process remembers of a store is keyed by URL and
+    # prefix, and an earlier test's server may have had the same port.
+    url = f"{server.url}?prefix=t-{uuid.uuid4().hex[:8]}"
+    app = Conveyor(settings=Settings(url=url, lease_seconds=1.0, allowed_hosts=("t",)))
 
     @app.task()
     async def noop(n: int) -> int:
@@ -133,7 +136,7 @@ async def test_the_api_notices_a_flushed_store(
         await until(reported, "the ERROR saying the store lost its data")
         (message,) = _said(caplog, LOST, logging.ERROR)
         assert "flushed" in message
-        assert await raw.exists(RedisBackend(server.url)._g.marker)
+        assert await raw.exists(RedisBackend(app.url)._g.marker)
 
 
 async def test_one_error_per_loss_whoever_writes_the_new_marker(
