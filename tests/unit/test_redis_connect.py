@@ -9,6 +9,7 @@ from redis._parsers.base import BaseParser
 from redis.exceptions import ConnectionError, TimeoutError
 
 from conveyor.backends.redis._connect import translate
+from conveyor.backends.redis._keys import display_url
 from conveyor.errors import BackendError, BackendUnavailableError
 
 NOT_NOW = [
@@ -58,3 +59,10 @@ def test_connection_failures_are_unavailability(error: Exception) -> None:
 def test_other_exceptions_pass_unchanged() -> None:
     bug = OverflowError("int too large")
     assert translate(bug, "fetch") is bug
+
+
+def test_urls_in_logs_and_messages_hide_the_password() -> None:
+    assert display_url("redis://:s3cret@h:1/0") == "redis://:***@h:1/0"
+    assert display_url("rediss://user:s3cret@h:1/0?x=1") == "rediss://user:***@h:1/0?x=1"
+    assert display_url("redis://user@h:1/0") == "redis://user@h:1/0"
+    assert display_url("redis://h:1/0") == "redis://h:1/0"

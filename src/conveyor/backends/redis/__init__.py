@@ -31,6 +31,8 @@ cluster slot and different queues spread over a cluster. With the default prefix
 ``conveyor:{workers}:expiry``     zset worker id -> expiry (pruned by ``workers.lua``)
 ``conveyor:cursor:NAME``          a named event-feed position (webhook deliverer)
 ``conveyor:queues``               set of queue names
+``conveyor:marker``               when the store was first opened, never changed: a server
+                                   that lost its data has lost it too (``_watch.py``)
 ``conveyor:jobq:ID``              on a cluster only: ``priority:queue`` of a job, for calls
                                    that know only its id (get, cancel, retry); deleted by
                                    ``purge``. A single server finds the record by id.

@@ -6,14 +6,21 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from typing import Any
 
 from conveyor.backends.base import Outcome, Retention
 from conveyor.backends.redis._codec import time_arg
 from conveyor.backends.redis._connect import guarded
-from conveyor.backends.redis._keys import GlobalKeys, QueueKeys, RedisOptions, parse_redis_url
+from conveyor.backends.redis._keys import (
+    GlobalKeys,
+    QueueKeys,
+    RedisOptions,
+    display_url,
+    parse_redis_url,
+)
 from conveyor.backends.redis._scripts import Arg, Script, run_pipeline, scripts_for
+from conveyor.backends.redis._watch import StoreWatch, watch_for
 from conveyor.errors import BackendUnavailableError, ConfigurationError
 
 logger = logging.getLogger(__name__)
@@ -67,17 +74,36 @@ class RedisBase:
             self._routes = _ROUTES.setdefault(store, {})
             self._seen = _QUEUES_SEEN.setdefault(store, set())
             self._held = _HELD.setdefault(store, {})
+        self._watch: StoreWatch = watch_for(
+            store, self._g.marker, display_url(self.options.url), self.cluster
+        )
 
     # -- plumbing --------------------------------------------------------------------
     @property
     def client(self) -> Any:
+        """The redis-py client, built on first use. A use may also start, in the
+        background, the periodic check that the server kept the store's data
+        (``_watch.py``): piggybacked on the calls a process makes anyway."""
         if self._closed:
-            raise BackendUnavailableError(f"Redis store {self.options.url} is closed")
+            raise BackendUnavailableError(f"Redis store {display_url(self.options.url)} is closed")
         if self._client is None:
             from conveyor.backends.redis._connect import make_client
 
             self._client = make_client(self.options)
+        if self._watch.due():
+            self._in_background(self._watch.check(self._client))
         return self._client
+
+    def _in_background(self, work: Coroutine[Any, Any, Any]) -> None:
+        """Run ``work`` without waiting for it; :meth:`aclose` cancels what is left."""
+        task = asyncio.ensure_future(work)
+        self._dangling.add(task)
+        task.add_done_callback(self._settle)
+
+    def _settle(self, task: asyncio.Task[Any]) -> None:
+        self._dangling.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved: a failed background call is not worth a warning
 
     def _now_arg(self) -> str:
         """ARGV[1] of every script: the injected clock's time, or "" for Redis TIME."""

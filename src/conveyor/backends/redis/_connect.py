@@ -23,7 +23,7 @@ from redis.exceptions import (
 )
 from redis.retry import Retry
 
-from conveyor.backends.redis._keys import RedisOptions
+from conveyor.backends.redis._keys import RedisOptions, display_url
 from conveyor.errors import BackendError, BackendUnavailableError
 
 logger = logging.getLogger("conveyor.backends.redis")
@@ -119,6 +119,7 @@ async def check_server(client: Any, url: str) -> None:
     if url in _warned:
         return
     _warned.add(url)
+    url = display_url(url)
     if config.get("appendonly") != "yes":
         logger.warning(
             "Redis at %s runs with appendonly=no: acknowledged jobs are lost if it "

@@ -63,6 +63,16 @@ def parse_redis_url(url: str) -> RedisOptions:
     return RedisOptions(plain, cluster, prefix, result_ttl)
 
 
+def display_url(url: str) -> str:
+    """``url`` with its password masked, for logs and error messages."""
+    parts = urlsplit(url)
+    userinfo, at, hostport = parts.netloc.rpartition("@")
+    if not at:
+        return url
+    user, colon, _ = userinfo.partition(":")
+    return urlunsplit(parts._replace(netloc=f"{user}{':***' if colon else ''}@{hostport}"))
+
+
 class QueueKeys:
     """The keys of one queue; all share the hash tag ``{q:NAME}`` (one cluster slot).
 
@@ -133,12 +143,13 @@ class QueueKeys:
 class GlobalKeys:
     """Keys not bound to one queue (each lives in a slot of its own on a cluster)."""
 
-    __slots__ = ("events", "prefix", "queues", "worker_expiry", "workers")
+    __slots__ = ("events", "marker", "prefix", "queues", "worker_expiry", "workers")
 
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
         self.queues = f"{prefix}:queues"
         self.events = f"{prefix}:events"
+        self.marker = f"{prefix}:marker"  # see _watch.py
         # One slot for the registry, so one script reads and prunes it.
         self.workers = f"{prefix}:{{workers}}:info"
         self.worker_expiry = f"{prefix}:{{workers}}:expiry"

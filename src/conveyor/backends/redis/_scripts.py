@@ -5,6 +5,15 @@ retention written into it (one set of scripts per retention value, shared by eve
 store with that value). The SHA1 is computed here, so the hot path sends only EVALSHA;
 a server that lost its script cache (restart, failover, ``SCRIPT FLUSH``) answers
 NOSCRIPT, and the script is loaded and the call repeated once.
+
+What a script may do when Redis is at its ``maxmemory`` (``noeviction``) is the Redis 7
+script flag on its file's first line, which goes first in the assembled source (before
+``lib.lua``): ``#!lua flags=allow-oom`` for the steps that drain the queue or free memory
+(fetch, probe, renew, complete, progress, cancel, purge, the worker registry, the leader
+lock, webhook state), ``#!lua`` for those that add work (enqueue, retry: refused whole,
+before they write anything), ``#!lua flags=no-writes`` for reads. A file without the line
+(schedules) runs in Redis's compatibility mode: it is refused at the limit only by its
+first write that could grow memory. docs/reliability.md says why each is where it is.
 """
 
 from __future__ import annotations
@@ -41,6 +50,15 @@ def _source(name: str) -> str:
     return resources.files(__package__).joinpath("scripts", f"{name}.lua").read_text("utf-8")
 
 
+def assemble(lib: str, body: str) -> str:
+    """``lib`` followed by ``body``, with ``body``'s shebang line (its script flags),
+    if any, first: Redis reads flags only from a script's first line."""
+    if body.startswith("#!"):
+        shebang, _, rest = body.partition("\n")
+        return f"{shebang}\n{lib}\n{rest}"
+    return f"{lib}\n{body}"
+
+
 class Script:
     """One Lua script: its full source and SHA1."""
 
@@ -72,7 +90,7 @@ def scripts_for(event_retention: float) -> Mapping[str, Script]:
     """
     retention_ms = max(1, round(event_retention * 1000))
     lib = _source("lib").replace("__EVENT_RETENTION_MS__", str(retention_ms))
-    return {name: Script(name, f"{lib}\n{_source(name)}") for name in NAMES}
+    return {name: Script(name, assemble(lib, _source(name))) for name in NAMES}
 
 
 async def run_pipeline(

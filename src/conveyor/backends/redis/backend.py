@@ -83,7 +83,8 @@ class RedisBackend(
     # -- lifecycle -------------------------------------------------------------------
     @guarded
     async def open(self) -> None:
-        """Connect, load the scripts and check the server's persistence settings.
+        """Connect, load the scripts, check the server's persistence settings and the
+        store's marker (``_watch.py``).
 
         Raises:
             BackendUnavailableError: the server cannot be reached.
@@ -93,6 +94,7 @@ class RedisBackend(
         for script in self.scripts.values():
             await client.script_load(script.source)
         await check_server(client, self.options.url)
+        await self._watch.check(client)
 
     async def aclose(self) -> None:
         if self._closed:
@@ -264,14 +266,7 @@ class RedisBackend(
         return await claim_or_give_back(claim, worker_id, self._complete_in_background)
 
     def _complete_in_background(self, outcomes: list[Outcome]) -> None:
-        task = asyncio.ensure_future(self.complete(outcomes))
-        self._dangling.add(task)
-        task.add_done_callback(self._settle)
-
-    def _settle(self, task: asyncio.Task[Any]) -> None:
-        self._dangling.discard(task)
-        if not task.cancelled():
-            task.exception()  # retrieved: a failed background call is not worth a warning
+        self._in_background(self.complete(outcomes))
 
     @guarded
     async def _fetch(

@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 -- Cancel a pending or running job.
 -- KEYS: 1 job, 2 leases, 3 delayed, 4 index:pending, 5 index:cancelled, 6 events,
 --       7 the job's stream.

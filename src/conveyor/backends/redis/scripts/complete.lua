@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 -- Apply attempt outcomes of one queue, each fenced: it applies only while its job is
 -- still leased under the token its fetch handed out (one SMISMEMBER per token), or,
 -- sent without a token, while the record still shows it running with that owner and

@@ -1,3 +1,4 @@
+#!lua
 -- Store a batch of new jobs of one queue, or refuse it whole when the queue's maximum
 -- length (field `max` of the conf hash) would be passed: pending + scheduled jobs (the
 -- pending index) plus the batch's new jobs; idempotency hits do not count.

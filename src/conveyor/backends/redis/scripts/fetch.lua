@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 -- Lease up to `limit` jobs of one queue: expired leases first (attempts + 1, or
 -- dead-lettered when over budget), then due delayed jobs are promoted, then new stream
 -- entries are read, highest priority level first.

@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 -- Take or extend a leader lock; return its fencing token, or false if another owner
 -- holds it. The token lives in its own key without expiry, so it only ever grows.
 -- KEYS: 1 lock hash, 2 token counter. ARGV: 1 now, 2 owner, 3 ttl (s), 4 "release".

@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 -- What an idle worker (or a fetch over several queues) needs to know about one queue.
 -- Promotes due delayed jobs first.
 -- KEYS: 1 prios, 2 delayed, 3 leases, 4 wake, 5 conf, then one stream key per level.

@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 -- Record the progress of a running attempt.
 -- KEYS: 1 job, 2 events. ARGV: 1 now, 2 id, 3 attempt, 4 progress.
 local now, now_s = clock(ARGV[1])

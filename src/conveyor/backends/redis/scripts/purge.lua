@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 -- Delete finished jobs of one queue whose retention ran out, and drop the index entries
 -- of records already gone through their own TTL.
 -- KEYS: 1 index:completed, 2 index:failed, 3 index:cancelled, 4 the former `done` zset

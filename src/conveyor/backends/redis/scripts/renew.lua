@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 -- Extend the leases of running jobs of one queue: each token that a job still running
 -- for this owner and attempt is leased under gets the new deadline (all jobs of a
 -- token belong to one fetch, so to this owner; the deadline is the token's score).

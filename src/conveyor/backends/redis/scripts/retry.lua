@@ -1,3 +1,4 @@
+#!lua
 -- Send a failed or cancelled job back to pending with a fresh retry budget.
 -- KEYS: 1 job, 2 index:pending, 3 index:failed, 4 index:cancelled, 5 events,
 --       6 wake, 7 the job's stream.

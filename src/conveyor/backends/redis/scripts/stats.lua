@@ -1,3 +1,4 @@
+#!lua flags=no-writes
 -- Counts of one queue's jobs by state.
 -- KEYS: 1 index:pending, 2 delayed, 3 leases, 4 index:completed, 5 index:failed,
 --       6 index:cancelled, 7 conf. ARGV: 1 now.

@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 -- The worker registry: a hash id -> registration JSON and a zset id -> expiry, both
 -- under the hash tag {workers}; expired workers are pruned on every call.
 -- KEYS: 1 info hash, 2 expiry zset.
