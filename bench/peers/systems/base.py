@@ -1,0 +1,105 @@
+"""What every system's adapter provides, in the standard library only.
+
+An adapter module (``systems/<name>_.py``) defines the system's two tasks, ``noop`` and
+``io`` (10 ms sleep), both taking ``(number, enqueued_ns)`` and calling
+:func:`bench.peers.counter.record`, plus an ``ADAPTER`` instance of a subclass of
+:class:`Adapter` or :class:`AsyncAdapter` that says how to start its worker and how to
+enqueue. The module is imported by the worker (to find the tasks) and by the client
+process (to enqueue), both inside the system's own virtualenv.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+#: The job kinds: a task that does nothing, and one that sleeps 10 ms like a network call.
+KINDS = ("noop", "io")
+IO_SLEEP = 0.010
+
+#: ``(number, enqueued_ns)``: the arguments of every job.
+Call = tuple[int, int]
+
+
+def redis_url() -> str:
+    """The Redis the driver started, from ``PEERS_REDIS_URL``."""
+    return os.environ["PEERS_REDIS_URL"]
+
+
+def venv_bin(name: str) -> str:
+    """A console script of the running virtualenv."""
+    return os.path.join(os.path.dirname(sys.executable), name)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSpec:
+    """How to start one worker process for a workload.
+
+    Args:
+        argv: the command.
+        env: extra environment variables.
+        config: the configuration, in words, for the results file.
+    """
+
+    argv: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+    config: str = ""
+
+
+class Adapter:
+    """A system driven from synchronous code.
+
+    Args:
+        name: the system's name in tables.
+    """
+
+    name = ""
+    is_async = False
+    #: How ``enqueue_many`` sends a batch, in words.
+    bulk = ""
+
+    def worker(self, kind: str, concurrency: int) -> WorkerSpec:
+        """The worker command for ``kind`` jobs at ``concurrency`` (0: the best for no-op)."""
+        raise NotImplementedError
+
+    def open(self) -> None:
+        """Connect; called once before any enqueue."""
+
+    def close(self) -> None:
+        """Release connections."""
+
+    def enqueue_many(self, kind: str, calls: Sequence[Call]) -> None:
+        """Enqueue a batch of jobs by the system's fastest documented path."""
+        raise NotImplementedError
+
+    def enqueue_one(self, kind: str, call: Call) -> None:
+        """Enqueue one job, as an application does per request."""
+        self.enqueue_many(kind, [call])
+
+
+class AsyncAdapter:
+    """A system driven from asyncio; the same methods, as coroutines."""
+
+    name = ""
+    is_async = True
+    bulk = ""
+
+    def worker(self, kind: str, concurrency: int) -> WorkerSpec:
+        """The worker command for ``kind`` jobs at ``concurrency`` (0: the best for no-op)."""
+        raise NotImplementedError
+
+    async def open(self) -> None:
+        """Connect; called once before any enqueue."""
+
+    async def close(self) -> None:
+        """Release connections."""
+
+    async def enqueue_many(self, kind: str, calls: Sequence[Call]) -> None:
+        """Enqueue a batch of jobs by the system's fastest documented path."""
+        raise NotImplementedError
+
+    async def enqueue_one(self, kind: str, call: Call) -> None:
+        """Enqueue one job, as an application does per request."""
+        await self.enqueue_many(kind, [call])

@@ -1,0 +1,56 @@
+"""Conveyor on Redis: ``conveyor worker`` (one process, asyncio), ``enqueue_many`` batches.
+
+Conveyor keeps every job's record, status and result (retained for the result TTL), so it
+does the same store work whether or not anyone reads the result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+
+from conveyor import Conveyor, Settings
+
+from bench.peers.counter import record
+from bench.peers.systems.base import IO_SLEEP, AsyncAdapter, Call, WorkerSpec, redis_url, venv_bin
+
+app = Conveyor(settings=Settings.from_env({}, url=redis_url()))
+
+
+@app.task(retries=0)
+async def noop(number: int, enqueued_ns: int) -> None:
+    """Counts itself and returns."""
+    record(number, enqueued_ns, time.time_ns())
+
+
+@app.task(retries=0)
+async def io(number: int, enqueued_ns: int) -> None:
+    """Waits 10 ms like a network call, then counts itself."""
+    started = time.time_ns()
+    await asyncio.sleep(IO_SLEEP)
+    record(number, enqueued_ns, started)
+
+
+class ConveyorAdapter(AsyncAdapter):
+    name = "conveyor"
+    bulk = "Task.enqueue_many (one round trip, one Lua script call per batch)"
+
+    def worker(self, kind: str, concurrency: int) -> WorkerSpec:
+        concurrency = concurrency or 200
+        argv = [venv_bin("conveyor"), "--log-level", "error", "worker", f"{__name__}:app"]
+        argv += ["--url", redis_url(), "--concurrency", str(concurrency), "--no-scheduler"]
+        return WorkerSpec(argv, config=f"conveyor worker --concurrency {concurrency}")
+
+    async def close(self) -> None:
+        await app.aclose()
+
+    async def enqueue_many(self, kind: str, calls: Sequence[Call]) -> None:
+        task = noop if kind == "noop" else io
+        await task.enqueue_many([(call, {}) for call in calls])
+
+    async def enqueue_one(self, kind: str, call: Call) -> None:
+        await (noop if kind == "noop" else io).enqueue(*call)
+
+
+ADAPTER = ConveyorAdapter()
