@@ -70,8 +70,10 @@ class RedisMeter:
         """Version and the persistence settings in force."""
         info = self.client.info("server")
         config = self.client.config_get("append*")
-        return {"redis_version": str(info["redis_version"]), **{k: str(v) for k, v in config.items()}}
+        return {
+            "redis_version": str(info["redis_version"]),
+            **{k: str(v) for k, v in config.items()},
+        }
 
-    def backlog_keys(self) -> int:
-        """How many keys the server holds (a sanity figure for the results file)."""
-        return int(self.client.dbsize())
+    def close(self) -> None:
+        self.client.close()

@@ -6,6 +6,7 @@ importable), and write their output to log files in the run's directory.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
@@ -19,12 +20,18 @@ ROOT = Path(__file__).resolve().parents[2]
 VENVS = Path(__file__).resolve().parent / ".venvs"
 
 
+#: Interpreters to use instead of a system's virtualenv (the harness's tests use their own).
+INTERPRETERS: dict[str, str] = {}
+
+
 def python(system: str) -> str:
     """The interpreter of a system's virtualenv."""
-    return str(VENVS / system / "bin" / "python")
+    return INTERPRETERS.get(system) or str(VENVS / system / "bin" / "python")
 
 
-def environment(redis_url: str, counter_dir: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
+def environment(
+    redis_url: str, counter_dir: Path, extra: dict[str, str] | None = None
+) -> dict[str, str]:
     """The environment of a client or worker: where Redis and the counter files are."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VIRTUAL_ENV", "PYTHON"))}
     env.update(
@@ -91,6 +98,8 @@ class Client:
         except (OSError, subprocess.TimeoutExpired):
             self.proc.kill()
             self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
         self._log.close()
 
 
@@ -124,7 +133,12 @@ class Worker:
     def __init__(self, argv: list[str], env: dict[str, str], log: Path) -> None:
         self._log = log.open("ab")
         self.proc = subprocess.Popen(
-            argv, cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+            argv,
+            cwd=ROOT,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
 
     def alive(self) -> bool:
@@ -143,7 +157,11 @@ class Worker:
         """Peak resident memory (VmHWM) of each live process of the tree, in MB."""
         peaks = {pid: _status_kb(pid, "VmHWM") / 1024 for pid in self.tree()}
         peaks = {pid: mb for pid, mb in peaks.items() if mb}
-        return {"total_mb": sum(peaks.values()), "processes": len(peaks), "max_mb": max(peaks.values(), default=0.0)}
+        return {
+            "total_mb": sum(peaks.values()),
+            "processes": len(peaks),
+            "max_mb": max(peaks.values(), default=0.0),
+        }
 
     def stop(self, grace: float = 15.0) -> None:
         """SIGTERM to the whole session, then SIGKILL after ``grace`` seconds."""
@@ -158,10 +176,8 @@ class Worker:
             except subprocess.TimeoutExpired:
                 continue
         # Children that outlive their parent (a pool's processes) go with the group.
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         self._log.close()
 
 

@@ -1,1 +1,371 @@
-def main(argv): pass
+"""Tables, a chart and the docs section from one results file of ``bench.peers.run``.
+
+``python -m bench.peers.report bench/results/peers-DATE.json`` writes ``docs/peers.png``,
+replaces the generated section of ``docs/benchmarks.md`` and the peers line of the
+README's Benchmarks section (both between ``<!-- peers:begin -->`` and
+``<!-- peers:end -->``), and prints the tables. Every figure comes from the file; a
+range is the minimum and maximum over the valid rounds.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+from bench.peers.procs import ROOT
+
+BEGIN, END = "<!-- peers:begin -->", "<!-- peers:end -->"
+RATES = (1000, 5000, 10000)
+CHART = "docs/peers.png"
+TITLE = "Conveyor and its peers, one run (`make bench-peers`)"
+ANCHOR = "conveyor-and-its-peers-one-run-make-bench-peers"
+
+
+class Results:
+    """A results file, indexed by system and workload.
+
+    Args:
+        data: the parsed file.
+    """
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self.data = data
+        self.systems = list(dict.fromkeys(r["system"] for r in data["rows"]))
+
+    def rows(self, system: str, workload: str) -> list[dict[str, Any]]:
+        return [r for r in self.data["rows"] if r["system"] == system and r["workload"] == workload]
+
+    def values(self, system: str, workload: str, figure: str) -> list[float]:
+        """The figure from each valid round."""
+        rows = self.rows(system, workload)
+        return [float(r["figures"][figure]) for r in rows if r["valid"] and figure in r["figures"]]
+
+    def typical(self, system: str, workload: str, figure: str) -> float | None:
+        """The median over valid rounds (None when no round was valid)."""
+        values = self.values(system, workload, figure)
+        return statistics.median(values) if values else None
+
+    def invalid(self, system: str, workload: str) -> str | None:
+        """What went wrong in the first invalid round, if any."""
+        bad = [r["check"] for r in self.rows(system, workload) if not r["valid"]]
+        return bad[0] if bad else None
+
+    def kept_up(self, system: str, rate: int) -> bool:
+        rows = [r for r in self.rows(system, f"rate{rate}") if r["valid"]]
+        return bool(rows) and all(r["figures"].get("kept_up") for r in rows)
+
+
+def number(value: float, digits: int = 0) -> str:
+    if value >= 100 or digits == 0:
+        return f"{value:,.0f}"
+    return f"{value:,.{digits}f}"
+
+
+def span(values: list[float], digits: int = 0) -> str:
+    """``a–b`` (or ``a`` when both ends agree) for a table cell."""
+    if not values:
+        return "—"
+    low, high = number(min(values), digits), number(max(values), digits)
+    return low if low == high else f"{low}–{high}"
+
+
+def cell(res: Results, system: str, workload: str, figure: str, digits: int = 0) -> str:
+    values = res.values(system, workload, figure)
+    if values:
+        return span(values, digits)
+    return "invalid" if res.invalid(system, workload) else "—"
+
+
+def header(*columns: str) -> list[str]:
+    """A markdown table's first two lines."""
+    return ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+
+
+def throughput_table(res: Results) -> list[str]:
+    out = header(
+        "system",
+        "version",
+        "bulk enqueue",
+        "enqueue one at a time",
+        "drain",
+        "IO, concurrency 100",
+        "IO, concurrency 500",
+    )
+    versions = res.data["versions"]
+    for s in res.systems:
+        cells = [
+            cell(res, s, "enqueue", "jobs_per_s"),
+            cell(res, s, "enqueue_one", "jobs_per_s"),
+            cell(res, s, "drain", "jobs_per_s"),
+            cell(res, s, "io100", "jobs_per_s"),
+            cell(res, s, "io500", "jobs_per_s"),
+        ]
+        out.append(f"| {s} | {versions.get(s, '?')} | " + " | ".join(cells) + " |")
+    return out
+
+
+def wait_table(res: Results, rate: int) -> list[str]:
+    out = header("system", "sent/s", "p50", "p95", "p99", "max", "kept up")
+    w = f"rate{rate}"
+    for s in res.systems:
+        if not res.values(s, w, "achieved_per_s"):
+            out.append(f"| {s} | {'invalid' if res.invalid(s, w) else '—'} | | | | | |")
+            continue
+        lower = any(r["figures"].get("wait_is_lower_bound") for r in res.rows(s, w) if r["valid"])
+        mark = "≥ " if lower else ""
+        waits = [mark + cell(res, s, w, f"wait_{q}_ms", 1) for q in ("p50", "p95", "p99", "max")]
+        kept = "yes" if res.kept_up(s, rate) else "**no**"
+        out.append(
+            f"| {s} | {cell(res, s, w, 'achieved_per_s')} | " + " | ".join(waits) + f" | {kept} |"
+        )
+    return out
+
+
+def resources_table(res: Results) -> list[str]:
+    out = header(
+        "system",
+        "worker peak RSS, drain (MB)",
+        "processes",
+        "Redis commands/job: enqueue + drain",
+        "Redis CPU/job: enqueue + drain (µs)",
+    )
+    for s in res.systems:
+        procs = res.values(s, "drain", "worker_processes")
+        cmds = [
+            cell(res, s, "enqueue", "redis_commands_per_job", 1),
+            cell(res, s, "drain", "redis_commands_per_job", 1),
+        ]
+        cpu = [
+            cell(res, s, "enqueue", "redis_cpu_us_per_job"),
+            cell(res, s, "drain", "redis_cpu_us_per_job"),
+        ]
+        out.append(
+            f"| {s} | {cell(res, s, 'drain', 'worker_rss_mb')} | {span(procs)} | "
+            f"{cmds[0]} + {cmds[1]} | {cpu[0]} + {cpu[1]} |"
+        )
+    return out
+
+
+#: The figures compared between Conveyor and each peer: label, workload, figure, higher is better.
+METRICS = (
+    ("bulk enqueue", "enqueue", "jobs_per_s", True),
+    ("enqueue one at a time", "enqueue_one", "jobs_per_s", True),
+    ("drain", "drain", "jobs_per_s", True),
+    ("IO at concurrency 100", "io100", "jobs_per_s", True),
+    ("IO at concurrency 500", "io500", "jobs_per_s", True),
+    *((f"p99 queue wait at {r:,}/s", f"rate{r}", "wait_p99_ms", False) for r in RATES),
+    ("worker peak RSS (drain)", "drain", "worker_rss_mb", False),
+    ("Redis CPU per job (drain)", "drain", "redis_cpu_us_per_job", False),
+)
+
+
+def best_peer(res: Results, workload: str, figure: str, higher: bool) -> tuple[str, float] | None:
+    """The peer with the best median for a figure (rates only where it kept up)."""
+    found = []
+    for s in res.systems:
+        value = res.typical(s, workload, figure)
+        rate = workload.removeprefix("rate")
+        if s == "conveyor" or value is None or (rate.isdigit() and not res.kept_up(s, int(rate))):
+            continue
+        found.append((s, value))
+    if not found:
+        return None
+    return (max if higher else min)(found, key=lambda sv: sv[1])
+
+
+def comparisons(res: Results) -> list[tuple[str, float, str, float, bool]]:
+    """For each metric: label, Conveyor's median, best peer, its median, Conveyor ahead."""
+    out = []
+    for label, workload, figure, higher in METRICS:
+        mine = res.typical("conveyor", workload, figure)
+        peer = best_peer(res, workload, figure, higher)
+        if mine is None or peer is None:
+            continue
+        ahead = mine > peer[1] if higher else mine < peer[1]
+        out.append((label, mine, peer[0], peer[1], ahead))
+    return out
+
+
+def ratio_text(label: str, mine: float, peer: str, theirs: float, higher: bool) -> str:
+    factor = mine / theirs if higher else theirs / mine
+    unit = "jobs/s" if higher else ("ms" if "wait" in label else "")
+    if "RSS" in label:
+        unit = "MB"
+    if "CPU" in label:
+        unit = "µs"
+    return (
+        f"{label}: {factor:.1f}× {peer} ({number(mine, 1)} vs {number(theirs, 1)} {unit})".replace(
+            "  ", " "
+        )
+    )
+
+
+def verdict_lines(res: Results) -> list[str]:
+    """Where Conveyor leads and where it does not, against the best peer on each figure."""
+    higher = {label: h for label, _, _, h in METRICS}
+    leads, trails = [], []
+    for label, mine, peer, theirs, ahead in comparisons(res):
+        text = ratio_text(label, mine, peer, theirs, higher[label])
+        (leads if ahead else trails).append(text)
+    lines = ["Conveyor against the best peer on each figure (medians of the rounds; a factor"]
+    lines.append("above 1 is Conveyor's lead, below 1 the peer's):")
+    lines.append("")
+    lines += [f"- leads — {t}" for t in leads]
+    lines += [f"- **does not lead** — {t}" for t in trails]
+    return lines
+
+
+def chart(res: Results, path: Path) -> None:
+    """Four panels: bulk enqueue, drain, IO at 500, p99 wait per rate (log scales)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 2, figsize=(12, 8))
+    panels = (
+        ("bulk enqueue (jobs/s)", "enqueue", "jobs_per_s"),
+        ("drain, no-op jobs (jobs/s)", "drain", "jobs_per_s"),
+        ("IO 10 ms, concurrency 500 (jobs/s)", "io500", "jobs_per_s"),
+    )
+    for ax, (title, workload, figure) in zip(axes.flat, panels, strict=False):
+        _bars(ax, res, [(workload, figure, "")], title)
+    _bars(
+        axes.flat[3],
+        res,
+        [(f"rate{r}", "wait_p99_ms", f"{r:,}/s") for r in RATES],
+        "p99 queue wait (ms), hatched: fell behind",
+    )
+    date, host = res.data["date"][:10], res.data["host"]
+    machine = f"{host['cpu']}, {host['cores']} cores"
+    fig.suptitle(f"Conveyor and its peers, one worker process each — {date}, {machine}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _bars(ax: Any, res: Results, series: list[tuple[str, str, str]], title: str) -> None:
+    width = 0.8 / len(series)
+    for i, (workload, figure, label) in enumerate(series):
+        xs, heights, low, high, hatches = [], [], [], [], []
+        for x, s in enumerate(res.systems):
+            values = res.values(s, workload, figure)
+            if not values:
+                continue
+            mid = statistics.median(values)
+            xs.append(x + (i - (len(series) - 1) / 2) * width)
+            heights.append(mid)
+            low.append(mid - min(values))
+            high.append(max(values) - mid)
+            rate = workload.removeprefix("rate")
+            hatches.append("//" if rate.isdigit() and not res.kept_up(s, int(rate)) else "")
+        bars = ax.bar(xs, heights, width, yerr=[low, high], capsize=2, label=label or None)
+        for bar, hatch in zip(bars, hatches, strict=True):
+            bar.set_hatch(hatch)
+    ax.set_xticks(range(len(res.systems)), res.systems, rotation=30)
+    ax.set_yscale("log")
+    ax.set_title(title)
+    if len(series) > 1:
+        ax.legend()
+
+
+def section(res: Results, source: str) -> list[str]:
+    """The generated section of docs/benchmarks.md."""
+    d, host, redis = res.data, res.data["host"], res.data["redis"]
+    sizes = d["sizes"]
+    lines = [
+        f"## {TITLE}",
+        "",
+        f"{d['date'][:10]}, {host['cpu']}, {host['cores']} cores, Python {host['python']}, "
+        f"Redis {redis['redis_version']} (AOF, `appendfsync {redis.get('appendfsync', '?')}`) "
+        f"on loopback; {d['rounds']} rounds, systems alternating; load average "
+        f"{d['load_before'][0]:.2f} before, {d['load_after'][0]:.2f} after; "
+        f"{d['seconds'] / 60:.0f} minutes. Results: `{source}`; how each system was "
+        "configured and why: [bench/peers/README.md](../bench/peers/README.md).",
+        "",
+        f"One worker process per system; no-op jobs ({sizes['jobs']:,} for enqueue and drain), "
+        f"IO jobs that sleep 10 ms (40 per slot of concurrency, at most {sizes['jobs']:,}), "
+        f"steady arrival for {sizes['seconds']:.0f} s per rate. Every task calls the same "
+        "completion counter; a row counts only when every timed job completed exactly once. "
+        "Ranges are min–max over the rounds.",
+        "",
+        f"![Conveyor and its peers]({Path(CHART).name})",
+        "",
+        "Throughput (jobs/s):",
+        "",
+        *throughput_table(res),
+        "",
+    ]
+    for rate in RATES:
+        lines += [f"Queue wait at a steady {rate:,} jobs/s (ms):", "", *wait_table(res, rate), ""]
+    lines += ["Resources:", "", *resources_table(res), "", *verdict_lines(res), ""]
+    lines += _invalid_lines(res)
+    return lines
+
+
+def _invalid_lines(res: Results) -> list[str]:
+    bad = [
+        f"- {r['system']}, {r['workload']}, round {r['round']}: {r['check']}"
+        for r in res.data["rows"]
+        if not r["valid"]
+    ]
+    return ["Rows that failed the exactly-once check or did not run:", "", *bad, ""] if bad else []
+
+
+def readme_lines(res: Results, source: str) -> list[str]:
+    """The README's line of ratios against the best peer on each figure."""
+    higher = {label: h for label, _, _, h in METRICS}
+    parts = [
+        ratio_text(label, mine, peer, theirs, higher[label])
+        for label, mine, peer, theirs, _ in comparisons(res)
+        if not label.startswith(("worker", "Redis"))
+    ]
+    host = res.data["host"]
+    return [
+        f"Against its peers (`make bench-peers`, {res.data['date'][:10]}, {host['cpu']}, "
+        f"{host['cores']} cores; one worker process each; medians of {res.data['rounds']} rounds, "
+        f"`{source}`), Conveyor vs the best peer on each figure — "
+        + "; ".join(parts)
+        + f". Tables and caveats: [docs/benchmarks.md](docs/benchmarks.md#{ANCHOR}).",
+    ]
+
+
+def splice(path: Path, lines: list[str], anchor: str | None = None) -> None:
+    """Replace the text between the markers; without them, add it after ``anchor``
+    (or at the end)."""
+    text = path.read_text()
+    block = "\n".join([BEGIN, *lines, END])
+    if BEGIN in text and END in text:
+        head, _, rest = text.partition(BEGIN)
+        _, _, tail = rest.partition(END)
+        text = head + block + tail
+    elif anchor and anchor in text:
+        text = text.replace(anchor, anchor + "\n\n" + block, 1)
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    path.write_text(text)
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    source = Path(argv[0]).resolve()
+    res = Results(json.loads(source.read_text()))
+    relative = str(source.relative_to(ROOT)) if source.is_relative_to(ROOT) else str(source)
+    lines = section(res, relative)
+    print("\n".join(lines))
+    if "--print" in argv:
+        return
+    chart(res, ROOT / CHART)
+    splice(ROOT / "docs" / "benchmarks.md", lines)
+    splice(
+        ROOT / "README.md",
+        readme_lines(res, relative),
+        anchor="More in [docs/benchmarks.md](docs/benchmarks.md).",
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -37,16 +37,25 @@ RESULTS = ROOT / "bench" / "results"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--systems", default=",".join(SYSTEMS))
     parser.add_argument("--workloads", default=",".join(WORKLOADS))
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--jobs", type=int, default=20_000, help="drain size; IO runs 40 per slot, at most this")
+    parser.add_argument(
+        "--jobs", type=int, default=20_000, help="drain size; IO runs 40 per slot, at most this"
+    )
     parser.add_argument("--seconds", type=float, default=8.0, help="length of each steady-rate run")
-    parser.add_argument("--timeout", type=float, default=60.0, help="longest wait for a workload's jobs")
+    parser.add_argument(
+        "--timeout", type=float, default=60.0, help="longest wait for a workload's jobs"
+    )
     parser.add_argument("--quick", action="store_true", help="a smoke run: small sizes, one round")
-    parser.add_argument("--json", type=Path, help="results file (default bench/results/peers-DATE.json)")
+    parser.add_argument(
+        "--json", type=Path, help="results file (default bench/results/peers-DATE.json)"
+    )
     parser.add_argument("--no-report", action="store_true", help="skip the table, chart and docs")
+    parser.add_argument("--keep", type=Path, help="keep logs and counter files in this directory")
     args = parser.parse_args(argv)
     if args.quick:
         args.rounds, args.jobs, args.seconds, args.timeout = 1, 2_000, 2.0, 20.0
@@ -56,7 +65,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def host() -> dict[str, Any]:
     """What the run ran on."""
     model = next(
-        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")),
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
         platform.processor(),
     )
     return {
@@ -79,7 +92,9 @@ def versions(systems: list[str]) -> dict[str, str]:
     return out
 
 
-def run_one(system: str, workload: str, url: str, meter: RedisMeter, directory: Path, sizes: Sizes) -> list[dict[str, Any]]:
+def run_one(
+    system: str, workload: str, url: str, meter: RedisMeter, directory: Path, sizes: Sizes
+) -> list[dict[str, Any]]:
     """One system through one workload; a failure becomes an invalid row, not a crash."""
     session = None
     try:
@@ -88,7 +103,9 @@ def run_one(system: str, workload: str, url: str, meter: RedisMeter, directory: 
     except Exception as exc:
         (directory / "driver-error.log").write_text(traceback.format_exc())
         message = f"INVALID: {type(exc).__name__}: {exc}"
-        return [{"workload": workload, "valid": False, "check": message, "figures": {}, "config": ""}]
+        return [
+            {"workload": workload, "valid": False, "check": message, "figures": {}, "config": ""}
+        ]
     finally:
         if session is not None:
             session.close()
@@ -98,7 +115,9 @@ def show(system: str, round_: int, row: dict[str, Any]) -> None:
     figures = row["figures"]
     key = next((k for k in ("jobs_per_s", "wait_p99_ms") if k in figures), None)
     value = f"{key}={figures[key]:,.1f}" if key else ""
-    print(f"  round {round_} {row['workload']:<12} {system:<9} {value:<24} {row['check']}", flush=True)
+    print(
+        f"  round {round_} {row['workload']:<12} {system:<9} {value:<24} {row['check']}", flush=True
+    )
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -118,7 +137,24 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "rounds": args.rounds,
         "rows": [],
     }
-    with tempfile.TemporaryDirectory(prefix="peers-") as tmp, redis_server(Path(tmp)) as url:
+    with tempfile.TemporaryDirectory(prefix="peers-") as scratch:
+        tmp = args.keep or Path(scratch)
+        tmp.mkdir(parents=True, exist_ok=True)
+        _rounds(args, systems, workloads, sizes, tmp, results)
+    results["load_after"] = os.getloadavg()
+    results["seconds"] = round(time.time() - started.timestamp(), 1)
+    return results
+
+
+def _rounds(
+    args: argparse.Namespace,
+    systems: list[str],
+    workloads: list[str],
+    sizes: Sizes,
+    tmp: Path,
+    results: dict[str, Any],
+) -> None:
+    with redis_server(tmp) as url:
         meter = RedisMeter(url)
         results["redis"] = meter.server()
         for round_ in range(1, args.rounds + 1):
@@ -133,9 +169,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         row.update(system=system, round=round_, load=os.getloadavg()[0])
                         results["rows"].append(row)
                         show(system, round_, row)
-    results["load_after"] = os.getloadavg()
-    results["seconds"] = round(time.time() - started.timestamp(), 1)
-    return results
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -82,7 +82,9 @@ class Session:
         self.client.close()
 
 
-def row(workload: str, verdict: stats.Verdict, figures: dict[str, Any], config: str) -> dict[str, Any]:
+def row(
+    workload: str, verdict: stats.Verdict, figures: dict[str, Any], config: str
+) -> dict[str, Any]:
     """A result row; figures of an invalid row are kept but marked."""
     return {
         "workload": workload,
@@ -93,7 +95,9 @@ def row(workload: str, verdict: stats.Verdict, figures: dict[str, Any], config: 
     }
 
 
-def _drain(s: Session, workload: str, kind: str, count: int, concurrency: int) -> tuple[dict[str, Any], stats.Verdict, str]:
+def _drain(
+    s: Session, workload: str, kind: str, count: int, concurrency: int
+) -> tuple[dict[str, Any], stats.Verdict, str]:
     """Start the worker on ``count`` queued jobs and time it until they are all done."""
     s.meter.reset()
     worker, config = s.worker(kind, concurrency)
@@ -161,9 +165,13 @@ def steady(rate: int) -> Callable[[Session], list[dict[str, Any]]]:
         try:
             if not s.warm_up(worker):
                 verdict = stats.Verdict(1, 1, 0, 0)
-                return [row(f"rate{rate}", verdict, {"error": "worker never ran a warm-up job"}, config)]
+                return [
+                    row(f"rate{rate}", verdict, {"error": "worker never ran a warm-up job"}, config)
+                ]
             s.meter.reset()
-            sent = s.client.request("steady", kind="noop", start=0, rate=rate, seconds=s.sizes.seconds)
+            sent = s.client.request(
+                "steady", kind="noop", start=0, rate=rate, seconds=s.sizes.seconds
+            )
             grace = time.monotonic() + max(10.0, s.sizes.seconds)
             s.completions.wait(sent["sent"] + 1, grace, worker)
             gave_up_ns = time.time_ns()
@@ -177,7 +185,15 @@ def steady(rate: int) -> Callable[[Session], list[dict[str, Any]]]:
     return run
 
 
-def _steady_row(s: Session, rate: int, sent: dict[str, Any], gave_up_ns: int, rss: dict[str, Any], work: Work, config: str) -> dict[str, Any]:
+def _steady_row(
+    s: Session,
+    rate: int,
+    sent: dict[str, Any],
+    gave_up_ns: int,
+    rss: dict[str, Any],
+    work: Work,
+    config: str,
+) -> dict[str, Any]:
     records = s.records()
     count = int(sent["sent"])
     verdict = stats.check_exactly_once(range(count), records)
@@ -204,7 +220,9 @@ def _steady_row(s: Session, rate: int, sent: dict[str, Any], gave_up_ns: int, rs
     # A worker that fell behind leaves jobs undone on purpose: that is "did not keep up",
     # not a lost job; duplicates and strangers still invalidate the row.
     if unfinished and verdict.missing == unfinished:
-        verdict = stats.Verdict(verdict.expected - unfinished, 0, verdict.duplicated, verdict.unexpected)
+        verdict = stats.Verdict(
+            verdict.expected - unfinished, 0, verdict.duplicated, verdict.unexpected
+        )
     return row(f"rate{rate}", verdict, figures, config)
 
 

@@ -103,3 +103,16 @@ class AsyncAdapter:
     async def enqueue_one(self, kind: str, call: Call) -> None:
         """Enqueue one job, as an application does per request."""
         await self.enqueue_many(kind, [call])
+
+
+#: How many enqueue calls an asyncio adapter without a bulk API keeps in flight at once.
+GATHER = 32
+
+
+def concurrency() -> int:
+    """The worker's concurrency, from ``PEERS_CONCURRENCY`` (for settings read at import)."""
+    return int(os.environ.get("PEERS_CONCURRENCY", "0")) or NOOP_CONCURRENCY
+
+
+#: The concurrency of every asyncio worker for no-op jobs.
+NOOP_CONCURRENCY = 200

@@ -10,10 +10,18 @@ import asyncio
 import time
 from collections.abc import Sequence
 
-from conveyor import Conveyor, Settings
-
 from bench.peers.counter import record
-from bench.peers.systems.base import IO_SLEEP, AsyncAdapter, Call, WorkerSpec, redis_url, venv_bin
+from bench.peers.systems.base import (
+    IO_SLEEP,
+    NOOP_CONCURRENCY,
+    AsyncAdapter,
+    Call,
+    WorkerSpec,
+    redis_url,
+    venv_bin,
+)
+
+from conveyor import Conveyor, Settings
 
 app = Conveyor(settings=Settings.from_env({}, url=redis_url()))
 
@@ -37,7 +45,7 @@ class ConveyorAdapter(AsyncAdapter):
     bulk = "Task.enqueue_many (one round trip, one Lua script call per batch)"
 
     def worker(self, kind: str, concurrency: int) -> WorkerSpec:
-        concurrency = concurrency or 200
+        concurrency = concurrency or NOOP_CONCURRENCY
         argv = [venv_bin("conveyor"), "--log-level", "error", "worker", f"{__name__}:app"]
         argv += ["--url", redis_url(), "--concurrency", str(concurrency), "--no-scheduler"]
         return WorkerSpec(argv, config=f"conveyor worker --concurrency {concurrency}")
