@@ -8,7 +8,8 @@ answers one JSON line on the original stdout (library output is sent to stderr):
   to enqueue jobs ``N .. N+C-1`` in batches of ``B`` by the system's bulk path;
 - ``{"op": "enqueue_one", ...}`` → the same, one job per call, one after another;
 - ``{"op": "steady", "kind": K, "start": N, "rate": R, "seconds": S}`` → jobs sent on an
-  absolute schedule of ``R``/s for ``S`` s: ``sent``, ``seconds``, ``end_ns``;
+  absolute schedule of ``R``/s for ``S`` s (a producer that falls behind stops at ``S``
+  all the same): ``sent``, ``seconds``, ``end_ns``;
 - ``{"op": "quit"}``.
 """
 
@@ -77,7 +78,7 @@ class SyncDriver:
     def steady(self, kind: str, start: int, rate: float, seconds: float) -> dict[str, Any]:
         total, sent = int(rate * seconds), 0
         began = time.perf_counter()
-        while sent < total:
+        while sent < total and time.perf_counter() - began < seconds:
             count, wait = due(began, sent, total, rate)
             if count:
                 self.adapter.enqueue_many(kind, calls(range(start + sent, start + sent + count)))
@@ -126,7 +127,7 @@ class AsyncDriver:
         async def go() -> dict[str, Any]:
             total, sent = int(rate * seconds), 0
             began = time.perf_counter()
-            while sent < total:
+            while sent < total and time.perf_counter() - began < seconds:
                 count, wait = due(began, sent, total, rate)
                 if count:
                     numbers = range(start + sent, start + sent + count)

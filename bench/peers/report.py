@@ -10,6 +10,7 @@ range is the minimum and maximum over the valid rounds.
 from __future__ import annotations
 
 import json
+import math
 import statistics
 import sys
 from pathlib import Path
@@ -76,6 +77,10 @@ def cell(res: Results, system: str, workload: str, figure: str, digits: int = 0)
     values = res.values(system, workload, figure)
     if values:
         return span(values, digits)
+    rows = res.rows(system, workload)
+    partial = [float(r["figures"][figure]) for r in rows if r["figures"].get("partial")]
+    if partial and len(partial) == len(rows):
+        return f"{span(partial, digits)} (timed out)"
     return "invalid" if res.invalid(system, workload) else "—"
 
 
@@ -176,45 +181,66 @@ def best_peer(res: Results, workload: str, figure: str, higher: bool) -> tuple[s
     return (max if higher else min)(found, key=lambda sv: sv[1])
 
 
-def comparisons(res: Results) -> list[tuple[str, float, str, float, bool]]:
-    """For each metric: label, Conveyor's median, best peer, its median, Conveyor ahead."""
-    out = []
+def comparisons(res: Results) -> list[tuple[str, float, str | None, float, bool]]:
+    """For each metric: label, Conveyor's median, best peer (None: no peer kept up), its
+    median, whether Conveyor is ahead."""
+    out: list[tuple[str, float, str | None, float, bool]] = []
     for label, workload, figure, higher in METRICS:
         mine = res.typical("conveyor", workload, figure)
+        if mine is None:
+            continue
         peer = best_peer(res, workload, figure, higher)
-        if mine is None or peer is None:
+        if peer is None:
+            rate = workload.removeprefix("rate")
+            if rate.isdigit() and res.kept_up("conveyor", int(rate)):
+                out.append((label, mine, None, math.nan, True))
             continue
         ahead = mine > peer[1] if higher else mine < peer[1]
         out.append((label, mine, peer[0], peer[1], ahead))
     return out
 
 
-def ratio_text(label: str, mine: float, peer: str, theirs: float, higher: bool) -> str:
-    factor = mine / theirs if higher else theirs / mine
-    unit = "jobs/s" if higher else ("ms" if "wait" in label else "")
-    if "RSS" in label:
-        unit = "MB"
-    if "CPU" in label:
-        unit = "µs"
-    return (
-        f"{label}: {factor:.1f}× {peer} ({number(mine, 1)} vs {number(theirs, 1)} {unit})".replace(
-            "  ", " "
+def unit(label: str, higher: bool) -> str:
+    if higher:
+        return "jobs/s"
+    return "MB" if "RSS" in label else "µs" if "CPU" in label else "ms"
+
+
+def ratio_text(label: str, mine: float, peer: str | None, theirs: float, higher: bool) -> str:
+    """One comparison in words, the factor always ≥ 1 and said of the one ahead."""
+    u = unit(label, higher)
+    if peer is None:
+        return f"{label}: Conveyor kept up (p99 {number(mine, 1)} ms); no peer did"
+    if higher:
+        if mine >= theirs:
+            return (
+                f"{label}: {mine / theirs:.1f}× {peer}, the best peer "
+                f"({number(mine, 1)} vs {number(theirs, 1)} {u})"
+            )
+        figures = f"{number(theirs, 1)} vs {number(mine, 1)} {u}"
+        return f"{label}: {peer} {theirs / mine:.1f}× Conveyor ({figures})"
+    if mine <= theirs:
+        return (
+            f"{label}: {number(mine, 1)} {u} vs {number(theirs, 1)} for {peer}, "
+            f"the best peer ({theirs / mine:.1f}× lower)"
         )
-    )
+    figures = f"{number(theirs, 1)} {u} vs Conveyor {number(mine, 1)}"
+    return f"{label}: {peer} {figures} ({mine / theirs:.1f}× lower)"
 
 
 def verdict_lines(res: Results) -> list[str]:
-    """Where Conveyor leads and where it does not, against the best peer on each figure."""
+    """Where Conveyor leads and where it does not, against the best peer on each figure
+    (for queue wait, the best peer that kept up)."""
     higher = {label: h for label, _, _, h in METRICS}
     leads, trails = [], []
     for label, mine, peer, theirs, ahead in comparisons(res):
         text = ratio_text(label, mine, peer, theirs, higher[label])
         (leads if ahead else trails).append(text)
-    lines = ["Conveyor against the best peer on each figure (medians of the rounds; a factor"]
-    lines.append("above 1 is Conveyor's lead, below 1 the peer's):")
+    lines = ["Conveyor against the best peer on each figure (medians of the rounds; for queue"]
+    lines.append("wait, the best peer that kept up):")
     lines.append("")
-    lines += [f"- leads — {t}" for t in leads]
-    lines += [f"- **does not lead** — {t}" for t in trails]
+    lines += [f"- Conveyor leads — {t}" for t in leads]
+    lines += [f"- **Conveyor does not lead** — {t}" for t in trails]
     return lines
 
 

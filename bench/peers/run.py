@@ -34,6 +34,7 @@ from bench.peers.systems import SYSTEMS
 from bench.peers.workloads import WORKLOADS, Session, Sizes
 
 RESULTS = ROOT / "bench" / "results"
+QUICK = "drain,io100,rate1000"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -41,16 +42,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--systems", default=",".join(SYSTEMS))
-    parser.add_argument("--workloads", default=",".join(WORKLOADS))
+    parser.add_argument("--workloads", help=f"default: all ({','.join(WORKLOADS)})")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument(
         "--jobs", type=int, default=20_000, help="drain size; IO runs 40 per slot, at most this"
     )
     parser.add_argument("--seconds", type=float, default=8.0, help="length of each steady-rate run")
     parser.add_argument(
-        "--timeout", type=float, default=60.0, help="longest wait for a workload's jobs"
+        "--timeout", type=float, default=90.0, help="longest wait for a workload's jobs"
     )
-    parser.add_argument("--quick", action="store_true", help="a smoke run: small sizes, one round")
+    parser.add_argument(
+        "--grace", type=float, default=10.0, help="longest wait for a steady run's backlog"
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help=f"a smoke run: small sizes, one round, {QUICK}"
+    )
     parser.add_argument(
         "--json", type=Path, help="results file (default bench/results/peers-DATE.json)"
     )
@@ -58,7 +64,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--keep", type=Path, help="keep logs and counter files in this directory")
     args = parser.parse_args(argv)
     if args.quick:
-        args.rounds, args.jobs, args.seconds, args.timeout = 1, 2_000, 2.0, 20.0
+        args.rounds, args.jobs, args.seconds, args.timeout, args.grace = 1, 1_000, 1.0, 10.0, 2.0
+        args.workloads = args.workloads or QUICK
+    args.workloads = args.workloads or ",".join(WORKLOADS)
     return args
 
 
@@ -126,7 +134,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     missing = [s for s in systems if not Path(python(s)).exists()]
     if missing:
         sys.exit(f"no virtualenv for {', '.join(missing)}: run `make bench-peers-venvs` first")
-    sizes = Sizes(jobs=args.jobs, seconds=args.seconds, timeout=args.timeout)
+    sizes = Sizes(jobs=args.jobs, seconds=args.seconds, timeout=args.timeout, grace=args.grace)
     started = dt.datetime.now(dt.UTC)
     results: dict[str, Any] = {
         "date": started.isoformat(timespec="seconds"),

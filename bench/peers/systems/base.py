@@ -105,14 +105,19 @@ class AsyncAdapter:
         await self.enqueue_many(kind, [call])
 
 
+def setting(name: str, default: int) -> int:
+    """A tunable of the harness, from ``PEERS_<NAME>`` (to try another configuration)."""
+    return int(os.environ.get(f"PEERS_{name}", "") or default)
+
+
 #: How many enqueue calls an asyncio adapter without a bulk API keeps in flight at once.
-GATHER = 32
+GATHER = setting("GATHER", 32)
+#: The concurrency of every asyncio worker for no-op jobs.
+NOOP_CONCURRENCY = setting("NOOP_CONCURRENCY", 200)
+#: The threads of a thread-pool worker (Dramatiq, Huey) for no-op jobs.
+NOOP_THREADS = setting("NOOP_THREADS", 8)
 
 
 def concurrency() -> int:
     """The worker's concurrency, from ``PEERS_CONCURRENCY`` (for settings read at import)."""
-    return int(os.environ.get("PEERS_CONCURRENCY", "0")) or NOOP_CONCURRENCY
-
-
-#: The concurrency of every asyncio worker for no-op jobs.
-NOOP_CONCURRENCY = 200
+    return setting("CONCURRENCY", NOOP_CONCURRENCY)

@@ -8,11 +8,21 @@ gossip and mingle (worker-to-worker chatter) are off: there is one worker.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Sequence
 
 from bench.peers.counter import record
-from bench.peers.systems.base import IO_SLEEP, Adapter, Call, WorkerSpec, redis_url, venv_bin
+from bench.peers.systems.base import (
+    IO_SLEEP,
+    NOOP_THREADS,
+    Adapter,
+    Call,
+    WorkerSpec,
+    redis_url,
+    setting,
+    venv_bin,
+)
 from celery import Celery
 
 app = Celery("peers", broker=redis_url())
@@ -24,7 +34,8 @@ app.conf.update(
     accept_content=["json"],
 )
 
-NOOP_PREFETCH = 256
+NOOP_PREFETCH = setting("CELERY_PREFETCH", 256)
+NOOP_POOL = os.environ.get("PEERS_CELERY_NOOP_POOL", "solo")
 
 
 @app.task(name="noop")
@@ -49,8 +60,10 @@ class CeleryAdapter(Adapter):
         argv = [venv_bin("celery"), "-A", __name__, "worker", "--loglevel", "WARNING"]
         argv += ["--without-heartbeat", "--without-gossip", "--without-mingle"]
         if kind == "noop":
-            pool = ["--pool", "solo", "--prefetch-multiplier", str(NOOP_PREFETCH)]
-            config = f"--pool solo --prefetch-multiplier {NOOP_PREFETCH}"
+            pool = ["--pool", NOOP_POOL, "--prefetch-multiplier", str(NOOP_PREFETCH)]
+            if NOOP_POOL != "solo":
+                pool += ["--concurrency", str(NOOP_THREADS)]
+            config = " ".join(pool)
         else:
             pool = [
                 "--pool",

@@ -18,12 +18,18 @@ import time
 from collections.abc import Sequence
 
 from bench.peers.counter import record
-from bench.peers.systems.base import IO_SLEEP, Adapter, Call, WorkerSpec, redis_url, venv_bin
+from bench.peers.systems.base import (
+    IO_SLEEP,
+    NOOP_THREADS,
+    Adapter,
+    Call,
+    WorkerSpec,
+    redis_url,
+    venv_bin,
+)
 from huey import RedisHuey
 
 huey = RedisHuey("peers", url=redis_url())
-
-NOOP_THREADS = 8
 
 
 @huey.task()
