@@ -3,7 +3,7 @@
 ``python -m bench.peers.client SYSTEM`` reads one JSON request per line on stdin and
 answers one JSON line on the original stdout (library output is sent to stderr):
 
-- ``{"op": "worker", "kind": K, "concurrency": C}`` → the worker command to start;
+- ``{"op": "worker", "kind": K, "concurrency": C, "processes": P}`` → the worker command;
 - ``{"op": "enqueue_many", "kind": K, "start": N, "count": C, "batch": B}`` → ``seconds``
   to enqueue jobs ``N .. N+C-1`` in batches of ``B`` by the system's bulk path;
 - ``{"op": "enqueue_one", ...}`` → the same, one job per call, one after another;
@@ -149,7 +149,10 @@ def handle(driver: SyncDriver | AsyncDriver, request: dict[str, Any]) -> dict[st
     """One request's answer."""
     op = request.pop("op")
     if op == "worker":
-        return dataclasses.asdict(driver.adapter.worker(request["kind"], request["concurrency"]))
+        spec = driver.adapter.worker(
+            request["kind"], request["concurrency"], request.get("processes", 1)
+        )
+        return dataclasses.asdict(spec)
     if op in ("enqueue_many", "enqueue_one", "steady"):
         return dict(getattr(driver, op)(**request))
     raise ValueError(f"unknown op {op!r}")

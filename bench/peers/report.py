@@ -112,6 +112,19 @@ def throughput_table(res: Results) -> list[str]:
     return out
 
 
+def processes_lines(res: Results) -> list[str]:
+    """The two-process drain, a row only Conveyor has."""
+    rates = res.values("conveyor", "drain2", "jobs_per_s")
+    if not rates:
+        return []
+    rss = span(res.values("conveyor", "drain2", "worker_rss_mb"))
+    return [
+        f"Conveyor with two worker processes (`conveyor worker --processes 2`, twice the jobs): "
+        f"{span(rates)} jobs/s drained; {rss} MB for the supervisor and both workers.",
+        "",
+    ]
+
+
 def wait_table(res: Results, rate: int) -> list[str]:
     out = header("system", "sent/s", "p50", "p95", "p99", "max", "kept up")
     w = f"rate{rate}"
@@ -324,6 +337,7 @@ def section(res: Results, source: str) -> list[str]:
         "",
         *throughput_table(res),
         "",
+        *processes_lines(res),
     ]
     for rate in RATES:
         lines += [f"Queue wait at a steady {rate:,} jobs/s (ms):", "", *wait_table(res, rate), ""]

@@ -16,6 +16,7 @@ from typing import Any
 from bench.peers import stats
 from bench.peers.meter import RedisMeter, Work
 from bench.peers.procs import Client, Completions, Worker, environment
+from bench.peers.systems.base import MULTIPROCESS
 
 #: Job numbers below zero are warm-up jobs, outside every check.
 WARMUP = -1
@@ -62,9 +63,11 @@ class Session:
         self.meter.flush()
         self.client = Client(self.system, self.env, self.directory / "client.log")
 
-    def worker(self, kind: str, concurrency: int = 0) -> tuple[Worker, str]:
+    def worker(self, kind: str, concurrency: int = 0, processes: int = 1) -> tuple[Worker, str]:
         """Start the system's worker for ``kind`` jobs; returns it and its configuration."""
-        spec = self.client.request("worker", kind=kind, concurrency=concurrency)
+        spec = self.client.request(
+            "worker", kind=kind, concurrency=concurrency, processes=processes
+        )
         worker = Worker(spec["argv"], {**self.env, **spec["env"]}, self.directory / "worker.log")
         return worker, spec["config"]
 
@@ -110,11 +113,11 @@ def row(
 
 
 def _drain(
-    s: Session, workload: str, kind: str, count: int, concurrency: int
+    s: Session, kind: str, count: int, concurrency: int, processes: int = 1
 ) -> tuple[dict[str, Any], stats.Verdict, str]:
     """Start the worker on ``count`` queued jobs and time it until they are all done."""
     s.meter.reset()
-    worker, config = s.worker(kind, concurrency)
+    worker, config = s.worker(kind, concurrency, processes)
     try:
         finished = s.completions.wait(count, time.monotonic() + s.sizes.timeout, worker)
         time.sleep(0.2)  # a late duplicate shows up in the check
@@ -141,7 +144,7 @@ def drain(s: Session) -> list[dict[str, Any]]:
     s.meter.reset()
     answer = s.client.request("enqueue_many", kind="noop", start=0, count=n, batch=s.sizes.batch)
     enqueue = {"jobs_per_s": n / answer["seconds"], **s.meter.read().per_job(n)}
-    figures, verdict, config = _drain(s, "drain", "noop", n, 0)
+    figures, verdict, config = _drain(s, "noop", n, 0)
     return [
         row("enqueue", verdict, enqueue, s.client.hello["bulk"]),
         row("drain", verdict, figures, config),
@@ -154,7 +157,7 @@ def one_at_a_time(s: Session) -> list[dict[str, Any]]:
     s.meter.reset()
     answer = s.client.request("enqueue_one", kind="noop", start=0, count=n, batch=1)
     figures = {"jobs_per_s": n / answer["seconds"], **s.meter.read().per_job(n)}
-    _, verdict, _ = _drain(s, "one_at_a_time", "noop", n, 0)
+    _, verdict, _ = _drain(s, "noop", n, 0)
     return [row("enqueue_one", verdict, figures, "one enqueue call per job, awaited in turn")]
 
 
@@ -164,7 +167,7 @@ def io(concurrency: int) -> Callable[[Session], list[dict[str, Any]]]:
     def run(s: Session) -> list[dict[str, Any]]:
         n = min(s.sizes.jobs, concurrency * s.sizes.io_jobs_per_slot)
         s.client.request("enqueue_many", kind="io", start=0, count=n, batch=s.sizes.batch)
-        figures, verdict, config = _drain(s, f"io{concurrency}", "io", n, concurrency)
+        figures, verdict, config = _drain(s, "io", n, concurrency)
         figures["ideal_jobs_per_s"] = concurrency / 0.010
         return [row(f"io{concurrency}", verdict, figures, config)]
 
@@ -244,6 +247,21 @@ def _steady_row(
     return row(f"rate{rate}", verdict, figures, config)
 
 
+def drain_processes(processes: int) -> Callable[[Session], list[dict[str, Any]]]:
+    """Twice ``jobs`` no-op jobs drained by one worker command of ``processes`` processes,
+    for the systems in ``MULTIPROCESS`` (no rows for the others)."""
+
+    def run(s: Session) -> list[dict[str, Any]]:
+        if s.system not in MULTIPROCESS:
+            return []
+        n = 2 * s.sizes.jobs
+        s.client.request("enqueue_many", kind="noop", start=0, count=n, batch=s.sizes.batch)
+        figures, verdict, config = _drain(s, "noop", n, 0, processes)
+        return [row(f"drain{processes}", verdict, figures, config)]
+
+    return run
+
+
 #: Every workload by name, in the order a round runs them.
 WORKLOADS: dict[str, Callable[[Session], list[dict[str, Any]]]] = {
     "drain": drain,
@@ -253,4 +271,5 @@ WORKLOADS: dict[str, Callable[[Session], list[dict[str, Any]]]] = {
     "rate5000": steady(5000),
     "rate10000": steady(10000),
     "enqueue_one": one_at_a_time,
+    "drain2": drain_processes(2),
 }

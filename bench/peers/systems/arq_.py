@@ -66,7 +66,7 @@ class ArqAdapter(AsyncAdapter):
     name = "arq"
     bulk = f"enqueue_job calls, {GATHER} in flight (arq has no bulk enqueue)"
 
-    def worker(self, kind: str, concurrency: int) -> WorkerSpec:
+    def worker(self, kind: str, concurrency: int, processes: int = 1) -> WorkerSpec:
         argv = [venv_bin("arq"), f"{__name__}.WorkerSettings"]
         argv += ["--custom-log-dict", f"{__name__}.LOGGING"]
         env = {"PEERS_CONCURRENCY": str(concurrency)} if concurrency else {}

@@ -19,6 +19,9 @@ from dataclasses import dataclass, field
 KINDS = ("noop", "io")
 IO_SLEEP = 0.010
 
+#: Systems whose adapter runs a worker command of several processes (``drain2``).
+MULTIPROCESS = ("conveyor",)
+
 #: ``(number, enqueued_ns)``: the arguments of every job.
 Call = tuple[int, int]
 
@@ -60,8 +63,9 @@ class Adapter:
     #: How ``enqueue_many`` sends a batch, in words.
     bulk = ""
 
-    def worker(self, kind: str, concurrency: int) -> WorkerSpec:
-        """The worker command for ``kind`` jobs at ``concurrency`` (0: the best for no-op)."""
+    def worker(self, kind: str, concurrency: int, processes: int = 1) -> WorkerSpec:
+        """The worker command for ``kind`` jobs at ``concurrency`` (0: the best for no-op);
+        ``processes`` above 1 only for a system in :data:`MULTIPROCESS`."""
         raise NotImplementedError
 
     def open(self) -> None:
@@ -86,8 +90,9 @@ class AsyncAdapter:
     is_async = True
     bulk = ""
 
-    def worker(self, kind: str, concurrency: int) -> WorkerSpec:
-        """The worker command for ``kind`` jobs at ``concurrency`` (0: the best for no-op)."""
+    def worker(self, kind: str, concurrency: int, processes: int = 1) -> WorkerSpec:
+        """The worker command for ``kind`` jobs at ``concurrency`` (0: the best for no-op);
+        ``processes`` above 1 only for a system in :data:`MULTIPROCESS`."""
         raise NotImplementedError
 
     async def open(self) -> None:

@@ -56,7 +56,7 @@ class CeleryAdapter(Adapter):
     name = "celery"
     bulk = "apply_async in a loop on one acquired producer (Celery has no bulk publish)"
 
-    def worker(self, kind: str, concurrency: int) -> WorkerSpec:
+    def worker(self, kind: str, concurrency: int, processes: int = 1) -> WorkerSpec:
         argv = [venv_bin("celery"), "-A", __name__, "worker", "--loglevel", "WARNING"]
         argv += ["--without-heartbeat", "--without-gossip", "--without-mingle"]
         if kind == "noop":

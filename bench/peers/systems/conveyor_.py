@@ -44,11 +44,15 @@ class ConveyorAdapter(AsyncAdapter):
     name = "conveyor"
     bulk = "Task.enqueue_many (one round trip, one Lua script call per batch)"
 
-    def worker(self, kind: str, concurrency: int) -> WorkerSpec:
+    def worker(self, kind: str, concurrency: int, processes: int = 1) -> WorkerSpec:
         concurrency = concurrency or NOOP_CONCURRENCY
         argv = [venv_bin("conveyor"), "--log-level", "error", "worker", f"{__name__}:app"]
         argv += ["--url", redis_url(), "--concurrency", str(concurrency), "--no-scheduler"]
-        return WorkerSpec(argv, config=f"conveyor worker --concurrency {concurrency}")
+        config = f"conveyor worker --concurrency {concurrency}"
+        if processes > 1:
+            argv += ["--processes", str(processes)]
+            config += f" --processes {processes}"
+        return WorkerSpec(argv, config=config)
 
     async def close(self) -> None:
         await app.aclose()

@@ -54,7 +54,7 @@ class DramatiqAdapter(Adapter):
     name = "dramatiq"
     bulk = "Actor.send in a loop (Dramatiq has no bulk enqueue)"
 
-    def worker(self, kind: str, concurrency: int) -> WorkerSpec:
+    def worker(self, kind: str, concurrency: int, processes: int = 1) -> WorkerSpec:
         if kind == "noop":
             command, threads, prefetch = "dramatiq", NOOP_THREADS, NOOP_PREFETCH
         else:

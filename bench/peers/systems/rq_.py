@@ -33,7 +33,7 @@ class RQAdapter(Adapter):
     name = "rq"
     bulk = "Queue.enqueue_many (one pipeline per batch)"
 
-    def worker(self, kind: str, concurrency: int) -> WorkerSpec:
+    def worker(self, kind: str, concurrency: int, processes: int = 1) -> WorkerSpec:
         argv = [venv_bin("rq"), "worker", "--url", redis_url(), "-w", "rq.worker.SimpleWorker"]
         argv += ["--quiet", "--disable-job-desc-logging", "default"]
         return WorkerSpec(argv, config="rq worker -w rq.worker.SimpleWorker (one job at a time)")

@@ -52,7 +52,7 @@ class SaqAdapter(AsyncAdapter):
     name = "saq"
     bulk = f"Queue.enqueue calls, {GATHER} in flight (SAQ has no bulk enqueue)"
 
-    def worker(self, kind: str, concurrency: int) -> WorkerSpec:
+    def worker(self, kind: str, concurrency: int, processes: int = 1) -> WorkerSpec:
         argv = [venv_bin("saq"), f"{__name__}.settings", "--quiet"]
         env = {"PEERS_CONCURRENCY": str(concurrency)} if concurrency else {}
         return WorkerSpec(argv, env, config=f"saq, concurrency={concurrency or 200}, ttl=-1")

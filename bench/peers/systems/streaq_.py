@@ -42,7 +42,7 @@ class StreaqAdapter(AsyncAdapter):
     name = "streaq"
     bulk = "Worker.enqueue_many (one pipeline per batch)"
 
-    def worker(self, kind: str, concurrency: int) -> WorkerSpec:
+    def worker(self, kind: str, concurrency: int, processes: int = 1) -> WorkerSpec:
         argv = [venv_bin("streaq"), "run", f"{__name__}:worker"]
         env = {"PEERS_CONCURRENCY": str(concurrency)} if concurrency else {}
         return WorkerSpec(argv, env, config=f"streaq run, concurrency={concurrency or 200}, ttl=0")

@@ -48,7 +48,7 @@ class TaskiqAdapter(AsyncAdapter):
     name = "taskiq"
     bulk = f"kiq calls, {GATHER} in flight (Taskiq has no bulk enqueue)"
 
-    def worker(self, kind: str, concurrency: int) -> WorkerSpec:
+    def worker(self, kind: str, concurrency: int, processes: int = 1) -> WorkerSpec:
         concurrency = concurrency or NOOP_CONCURRENCY
         argv = [venv_bin("taskiq"), "worker", f"{__name__}:broker", "--workers", "1"]
         argv += ["--max-async-tasks", str(concurrency), "--log-level", "WARNING"]
