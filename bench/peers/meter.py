@@ -75,5 +75,9 @@ class RedisMeter:
             **{k: str(v) for k, v in config.items()},
         }
 
+    def used_mb(self) -> float:
+        """The server's memory in use (``used_memory``), in MB."""
+        return int(self.client.info("memory")["used_memory"]) / 2**20
+
     def close(self) -> None:
         self.client.close()

@@ -54,8 +54,10 @@ class Results:
         bad = [r["check"] for r in self.rows(system, workload) if not r["valid"]]
         return bad[0] if bad else None
 
-    def kept_up(self, system: str, rate: int) -> bool:
-        rows = [r for r in self.rows(system, f"rate{rate}") if r["valid"]]
+    def kept_up(self, system: str, rate: int | str) -> bool:
+        """Whether every valid round of a steady run (``rate`` or its workload) kept up."""
+        workload = rate if isinstance(rate, str) else f"rate{rate}"
+        rows = [r for r in self.rows(system, workload) if r["valid"]]
         return bool(rows) and all(r["figures"].get("kept_up") for r in rows)
 
 
@@ -110,6 +112,52 @@ def throughput_table(res: Results) -> list[str]:
         ]
         out.append(f"| {s} | {versions.get(s, '?')} | " + " | ".join(cells) + " |")
     return out
+
+
+def payload_table(res: Results) -> list[str]:
+    """The drain again with 1 KB arguments and stored 1 KB results."""
+    out = header(
+        "system",
+        "bulk enqueue",
+        "drain",
+        "Redis memory after (MB)",
+        "Redis commands/job: enqueue + drain",
+        "how results are stored",
+    )
+    for s in res.systems:
+        if not res.rows(s, "drain_1k"):
+            continue
+        config = res.rows(s, "drain_1k")[0]["config"]
+        cmds = [
+            cell(res, s, "enqueue_1k", "redis_commands_per_job", 1),
+            cell(res, s, "drain_1k", "redis_commands_per_job", 1),
+        ]
+        out.append(
+            f"| {s} | {cell(res, s, 'enqueue_1k', 'jobs_per_s')} | "
+            f"{cell(res, s, 'drain_1k', 'jobs_per_s')} | "
+            f"{cell(res, s, 'drain_1k', 'redis_used_mb')} | {cmds[0]} + {cmds[1]} | {config} |"
+        )
+    return out if len(out) > 2 else []
+
+
+def sqlite_table(res: Results) -> list[str]:
+    """Conveyor on SQLite against SqliteHuey: fsync on, the same disk, worker in another
+    process."""
+    out = header("system", "enqueue one at a time", "sent/s", "p50", "p95", "p99", "max", "kept up")
+    for s in res.systems:
+        if not res.rows(s, "sqlite_rate200") and not res.rows(s, "sqlite_enqueue_one"):
+            continue
+        waits = [
+            cell(res, s, "sqlite_rate200", f"wait_{q}_ms", 1) for q in ("p50", "p95", "p99", "max")
+        ]
+        kept = "yes" if res.kept_up(s, "sqlite_rate200") else "**no**"
+        out.append(
+            f"| {s} | {cell(res, s, 'sqlite_enqueue_one', 'jobs_per_s')} | "
+            f"{cell(res, s, 'sqlite_rate200', 'achieved_per_s')} | "
+            + " | ".join(waits)
+            + f" | {kept} |"
+        )
+    return out if len(out) > 2 else []
 
 
 def processes_lines(res: Results) -> list[str]:
@@ -172,9 +220,13 @@ METRICS = (
     ("bulk enqueue", "enqueue", "jobs_per_s", True),
     ("enqueue one at a time", "enqueue_one", "jobs_per_s", True),
     ("drain", "drain", "jobs_per_s", True),
+    ("bulk enqueue, 1 KB", "enqueue_1k", "jobs_per_s", True),
+    ("drain, 1 KB arguments and results", "drain_1k", "jobs_per_s", True),
     ("IO at concurrency 100", "io100", "jobs_per_s", True),
     ("IO at concurrency 500", "io500", "jobs_per_s", True),
     *((f"p99 queue wait at {r:,}/s", f"rate{r}", "wait_p99_ms", False) for r in RATES),
+    ("enqueue one at a time on SQLite", "sqlite_enqueue_one", "jobs_per_s", True),
+    ("p99 queue wait at 200/s on SQLite", "sqlite_rate200", "wait_p99_ms", False),
     ("worker peak RSS (drain)", "drain", "worker_rss_mb", False),
     ("Redis CPU per job (drain)", "drain", "redis_cpu_us_per_job", False),
 )
@@ -341,6 +393,14 @@ def section(res: Results, source: str) -> list[str]:
     ]
     for rate in RATES:
         lines += [f"Queue wait at a steady {rate:,} jobs/s (ms):", "", *wait_table(res, rate), ""]
+    payload = payload_table(res)
+    if payload:
+        lines += ["1 KB arguments and 1 KB results, stored by each system (jobs/s):", ""]
+        lines += [*payload, ""]
+    sqlite = sqlite_table(res)
+    if sqlite:
+        lines += ["On SQLite (fsync on, the same disk; queue wait at a steady 200 jobs/s):", ""]
+        lines += [*sqlite, ""]
     lines += ["Resources:", "", *resources_table(res), "", *verdict_lines(res), ""]
     lines += _invalid_lines(res)
     return lines

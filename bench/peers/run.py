@@ -18,6 +18,7 @@ import datetime as dt
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import tempfile
@@ -31,7 +32,7 @@ from bench.peers import report
 from bench.peers.meter import RedisMeter
 from bench.peers.procs import ROOT, python
 from bench.peers.systems import SYSTEMS
-from bench.peers.workloads import WORKLOADS, Session, Sizes
+from bench.peers.workloads import ONLY, WORKLOADS, Session, Sizes
 
 RESULTS = ROOT / "bench" / "results"
 QUICK = "drain,io100,rate1000"
@@ -106,7 +107,7 @@ def run_one(
     """One system through one workload; a failure becomes an invalid row, not a crash."""
     session = None
     try:
-        session = Session(system, url, meter, directory, sizes)
+        session = Session(system, url, meter, directory, sizes, workload)
         return WORKLOADS[workload](session)
     except Exception as exc:
         (directory / "driver-error.log").write_text(traceback.format_exc())
@@ -171,6 +172,8 @@ def _rounds(
             order = systems[shift:] + systems[:shift]
             for workload in workloads:
                 for system in order:
+                    if system not in ONLY.get(workload, systems):
+                        continue
                     directory = Path(tmp) / f"r{round_}" / workload / system
                     directory.mkdir(parents=True)
                     for row in run_one(system, workload, url, meter, directory, sizes):
@@ -180,6 +183,8 @@ def _rounds(
 
 
 def main(argv: list[str] | None = None) -> None:
+    # A stop request unwinds like Ctrl-C, so workers and the Redis are stopped on the way out.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("stopped (SIGTERM)"))
     args = parse_args(argv)
     results = run(args)
     path = args.json or RESULTS / f"peers-{results['date'][:10]}.json"

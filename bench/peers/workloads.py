@@ -16,7 +16,8 @@ from typing import Any
 from bench.peers import stats
 from bench.peers.meter import RedisMeter, Work
 from bench.peers.procs import Client, Completions, Worker, environment
-from bench.peers.systems.base import MULTIPROCESS
+from bench.peers.systems.base import MULTIPROCESS, SQLITE
+from bench.peers.tasks import IO_SLEEP
 
 #: Job numbers below zero are warm-up jobs, outside every check.
 WARMUP = -1
@@ -45,6 +46,7 @@ class Session:
         meter: a client of that Redis.
         directory: this workload's directory (counter files and logs).
         sizes: the workload sizes.
+        workload: its name, for the environment it asks of the client and worker.
     """
 
     system: str
@@ -52,13 +54,14 @@ class Session:
     meter: RedisMeter
     directory: Path
     sizes: Sizes
+    workload: str = ""
     client: Client = field(init=False)
     completions: Completions = field(init=False)
 
     def __post_init__(self) -> None:
         counter_dir = self.directory / "counter"
         counter_dir.mkdir(parents=True, exist_ok=True)
-        self.env = environment(self.redis_url, counter_dir)
+        self.env = environment(self.redis_url, counter_dir, ENVIRONMENT.get(self.workload))
         self.completions = Completions(counter_dir)
         self.meter.flush()
         self.client = Client(self.system, self.env, self.directory / "client.log")
@@ -145,6 +148,9 @@ def drain(s: Session) -> list[dict[str, Any]]:
     answer = s.client.request("enqueue_many", kind="noop", start=0, count=n, batch=s.sizes.batch)
     enqueue = {"jobs_per_s": n / answer["seconds"], **s.meter.read().per_job(n)}
     figures, verdict, config = _drain(s, "noop", n, 0)
+    # The drain is what shows that every enqueued job arrived once; one that timed out
+    # leaves the enqueue unverified as well.
+    enqueue["timed_out"] = figures["timed_out"]
     return [
         row("enqueue", verdict, enqueue, s.client.hello["bulk"]),
         row("drain", verdict, figures, config),
@@ -168,7 +174,7 @@ def io(concurrency: int) -> Callable[[Session], list[dict[str, Any]]]:
         n = min(s.sizes.jobs, concurrency * s.sizes.io_jobs_per_slot)
         s.client.request("enqueue_many", kind="io", start=0, count=n, batch=s.sizes.batch)
         figures, verdict, config = _drain(s, "io", n, concurrency)
-        figures["ideal_jobs_per_s"] = concurrency / 0.010
+        figures["ideal_jobs_per_s"] = concurrency / IO_SLEEP
         return [row(f"io{concurrency}", verdict, figures, config)]
 
     return run
@@ -247,13 +253,44 @@ def _steady_row(
     return row(f"rate{rate}", verdict, figures, config)
 
 
-def drain_processes(processes: int) -> Callable[[Session], list[dict[str, Any]]]:
-    """Twice ``jobs`` no-op jobs drained by one worker command of ``processes`` processes,
-    for the systems in ``MULTIPROCESS`` (no rows for the others)."""
+def payload_1k(s: Session) -> list[dict[str, Any]]:
+    """``drain`` with a 1 KB argument per job and a 1 KB result that each system stores."""
+    n = s.sizes.jobs
+    s.meter.reset()
+    answer = s.client.request("enqueue_many", kind="echo", start=0, count=n, batch=s.sizes.batch)
+    enqueue = {"jobs_per_s": n / answer["seconds"], **s.meter.read().per_job(n)}
+    figures, verdict, config = _drain(s, "echo", n, 0)
+    figures["redis_used_mb"] = s.meter.used_mb()
+    enqueue["timed_out"] = figures["timed_out"]
+    return [
+        row("enqueue_1k", verdict, enqueue, s.client.hello["bulk"]),
+        row("drain_1k", verdict, figures, config),
+    ]
+
+
+def sqlite_one_at_a_time(s: Session) -> list[dict[str, Any]]:
+    """One-at-a-time enqueue on the system's SQLite store (fsync on), then drained."""
+    (result,) = one_at_a_time(s)
+    result["workload"] = "sqlite_enqueue_one"
+    return [result]
+
+
+def sqlite_steady(rate: int) -> Callable[[Session], list[dict[str, Any]]]:
+    """Queue wait at ``rate`` jobs/s on the system's SQLite store, worker in another process."""
+    on_redis = steady(rate)
 
     def run(s: Session) -> list[dict[str, Any]]:
-        if s.system not in MULTIPROCESS:
-            return []
+        (result,) = on_redis(s)
+        result["workload"] = f"sqlite_rate{rate}"
+        return [result]
+
+    return run
+
+
+def drain_processes(processes: int) -> Callable[[Session], list[dict[str, Any]]]:
+    """Twice ``jobs`` no-op jobs drained by one worker command of ``processes`` processes."""
+
+    def run(s: Session) -> list[dict[str, Any]]:
         n = 2 * s.sizes.jobs
         s.client.request("enqueue_many", kind="noop", start=0, count=n, batch=s.sizes.batch)
         figures, verdict, config = _drain(s, "noop", n, 0, processes)
@@ -261,6 +298,16 @@ def drain_processes(processes: int) -> Callable[[Session], list[dict[str, Any]]]
 
     return run
 
+
+#: Workloads that only some systems run.
+ONLY = {"drain2": MULTIPROCESS, "sqlite_one": SQLITE, "sqlite_rate200": SQLITE}
+
+#: What a workload asks of its client's and worker's environment.
+ENVIRONMENT = {
+    "payload1k": {"PEERS_RESULTS": "1"},
+    "sqlite_one": {"PEERS_STORE": "sqlite"},
+    "sqlite_rate200": {"PEERS_STORE": "sqlite"},
+}
 
 #: Every workload by name, in the order a round runs them.
 WORKLOADS: dict[str, Callable[[Session], list[dict[str, Any]]]] = {
@@ -271,5 +318,8 @@ WORKLOADS: dict[str, Callable[[Session], list[dict[str, Any]]]] = {
     "rate5000": steady(5000),
     "rate10000": steady(10000),
     "enqueue_one": one_at_a_time,
+    "payload1k": payload_1k,
     "drain2": drain_processes(2),
+    "sqlite_one": sqlite_one_at_a_time,
+    "sqlite_rate200": sqlite_steady(200),
 }

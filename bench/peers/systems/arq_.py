@@ -1,34 +1,36 @@
-"""arq with ``max_jobs`` at the workload's concurrency, results not kept (``keep_result=0``).
+"""arq with ``max_jobs`` at the workload's concurrency; results not kept (``keep_result=0``)
+except for ``echo`` jobs (arq's default of an hour).
 
 arq's worker polls its queue (a sorted set) every ``poll_delay`` seconds, 0.5 s by
 default; that would put half a second into every queue wait, so it is set to 10 ms
 (each poll is one ZRANGEBYSCORE, so an idle worker costs the server 100 commands/s).
-Per-job log lines are off (arq logs each job at INFO by default).
-arq has no bulk enqueue: a batch is ``enqueue_job`` calls, 32 in flight at a time.
+Per-job log lines are off (arq logs each job at INFO by default). arq has no bulk
+enqueue: a batch is ``enqueue_job`` calls, 32 in flight at a time.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Sequence
 from typing import Any
 
 from arq import create_pool
 from arq.connections import RedisSettings
-from bench.peers.counter import record
+from arq.worker import func
+from bench.peers import tasks
 from bench.peers.systems.base import (
     GATHER,
-    IO_SLEEP,
     AsyncAdapter,
     Call,
     WorkerSpec,
+    arguments,
     concurrency,
     redis_url,
     venv_bin,
 )
 
 POLL_DELAY = 0.01
+RESULT_SECONDS = 3600
 
 #: For ``--custom-log-dict``: arq logs every job's start and end at INFO by default.
 LOGGING = {
@@ -40,21 +42,21 @@ LOGGING = {
 
 
 async def noop(ctx: dict[str, Any], number: int, enqueued_ns: int) -> None:
-    """Counts itself and returns."""
-    record(number, enqueued_ns, time.time_ns())
+    tasks.noop(number, enqueued_ns)
 
 
 async def io(ctx: dict[str, Any], number: int, enqueued_ns: int) -> None:
-    """Waits 10 ms like a network call, then counts itself."""
-    started = time.time_ns()
-    await asyncio.sleep(IO_SLEEP)
-    record(number, enqueued_ns, started)
+    await tasks.io_async(number, enqueued_ns)
+
+
+async def echo(ctx: dict[str, Any], number: int, enqueued_ns: int, payload: str) -> str:
+    return tasks.echo(number, enqueued_ns, payload)
 
 
 class WorkerSettings:
     """What ``arq bench.peers.systems.arq_.WorkerSettings`` runs."""
 
-    functions = (noop, io)
+    functions = (noop, io, func(echo, keep_result=RESULT_SECONDS))
     redis_settings = RedisSettings.from_dsn(redis_url())
     max_jobs = concurrency()
     poll_delay = POLL_DELAY
@@ -70,10 +72,9 @@ class ArqAdapter(AsyncAdapter):
         argv = [venv_bin("arq"), f"{__name__}.WorkerSettings"]
         argv += ["--custom-log-dict", f"{__name__}.LOGGING"]
         env = {"PEERS_CONCURRENCY": str(concurrency)} if concurrency else {}
-        shown = concurrency or "200"
-        return WorkerSpec(
-            argv, env, config=f"arq, max_jobs={shown}, poll_delay={POLL_DELAY}, keep_result=0"
-        )
+        keep = RESULT_SECONDS if kind == "echo" else 0
+        config = f"arq, max_jobs={concurrency or 200}, poll_delay={POLL_DELAY}, keep_result={keep}"
+        return WorkerSpec(argv, env, config=config)
 
     async def open(self) -> None:
         self.pool = await create_pool(RedisSettings.from_dsn(redis_url()))
@@ -83,12 +84,11 @@ class ArqAdapter(AsyncAdapter):
 
     async def enqueue_many(self, kind: str, calls: Sequence[Call]) -> None:
         for start in range(0, len(calls), GATHER):
-            await asyncio.gather(
-                *(self.pool.enqueue_job(kind, *c) for c in calls[start : start + GATHER])
-            )
+            batch = calls[start : start + GATHER]
+            await asyncio.gather(*(self.enqueue_one(kind, c) for c in batch))
 
     async def enqueue_one(self, kind: str, call: Call) -> None:
-        await self.pool.enqueue_job(kind, *call)
+        await self.pool.enqueue_job(kind, *arguments(kind, call))
 
 
 ADAPTER = ArqAdapter()

@@ -1,8 +1,8 @@
 """What every system's adapter provides, in the standard library only.
 
-An adapter module (``systems/<name>_.py``) defines the system's two tasks, ``noop`` and
-``io`` (10 ms sleep), both taking ``(number, enqueued_ns)`` and calling
-:func:`bench.peers.counter.record`, plus an ``ADAPTER`` instance of a subclass of
+An adapter module (``systems/<name>_.py``) registers the system's three tasks, ``noop``,
+``io`` (10 ms sleep) and ``echo`` (1 KB in, 1 KB result out), thin wrappers of the bodies
+in :mod:`bench.peers.tasks`, plus an ``ADAPTER`` instance of a subclass of
 :class:`Adapter` or :class:`AsyncAdapter` that says how to start its worker and how to
 enqueue. The module is imported by the worker (to find the tasks) and by the client
 process (to enqueue), both inside the system's own virtualenv.
@@ -15,15 +15,39 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-#: The job kinds: a task that does nothing, and one that sleeps 10 ms like a network call.
-KINDS = ("noop", "io")
-IO_SLEEP = 0.010
+from bench.peers.tasks import PAYLOAD
+
+#: The job kinds: a task that does nothing, one that sleeps 10 ms like a network call,
+#: and one that takes a 1 KB argument and returns it as a stored 1 KB result.
+KINDS = ("noop", "io", "echo")
 
 #: Systems whose adapter runs a worker command of several processes (``drain2``).
 MULTIPROCESS = ("conveyor",)
+#: Systems with an embedded SQLite store (the ``sqlite_*`` workloads).
+SQLITE = ("conveyor", "huey")
 
-#: ``(number, enqueued_ns)``: the arguments of every job.
+#: ``(number, enqueued_ns)``: the arguments of every job (``echo`` adds the payload).
 Call = tuple[int, int]
+
+
+def arguments(kind: str, call: Call) -> tuple[int, int] | tuple[int, int, str]:
+    """A job's positional arguments: ``echo`` jobs carry the 1 KB payload too."""
+    return (*call, PAYLOAD) if kind == "echo" else call
+
+
+def sqlite_file(name: str) -> str | None:
+    """Where this system keeps its SQLite store, when the workload asks for SQLite
+    (``PEERS_STORE=sqlite``): a file in the workload's directory, on the same disk for
+    every system; None for Redis."""
+    if os.environ.get("PEERS_STORE") != "sqlite":
+        return None
+    return os.path.join(os.environ["PEERS_COUNTER_DIR"], os.pardir, name)
+
+
+def results_wanted() -> bool:
+    """Whether this process serves an ``echo`` workload, whose results are stored
+    (``PEERS_RESULTS``): systems that configure results per application read it."""
+    return os.environ.get("PEERS_RESULTS") == "1"
 
 
 def redis_url() -> str:

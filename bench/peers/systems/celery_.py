@@ -1,31 +1,32 @@
-"""Celery 5 on its Redis transport, results ignored (no result backend).
+"""Celery 5 on its Redis transport; results ignored except for ``echo`` jobs, which store
+theirs in Celery's Redis result backend.
 
-No-op jobs: the ``solo`` pool (tasks run inline in the one worker process, no hand-off
-to a pool) with a prefetch of 256 messages, the "many short tasks" advice of Celery's
-optimizing guide. IO jobs: the ``gevent`` pool at the workload's concurrency. Heartbeat,
-gossip and mingle (worker-to-worker chatter) are off: there is one worker.
+No-op and echo jobs: the ``solo`` pool (tasks run inline in the one worker process, no
+hand-off to a pool) with a prefetch of 256 messages, the "many short tasks" advice of
+Celery's optimizing guide. IO jobs: the ``gevent`` pool at the workload's concurrency.
+Heartbeat, gossip and mingle (worker-to-worker chatter) are off: there is one worker.
 """
 
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Sequence
 
-from bench.peers.counter import record
+from bench.peers import tasks
 from bench.peers.systems.base import (
-    IO_SLEEP,
     NOOP_THREADS,
     Adapter,
     Call,
     WorkerSpec,
+    arguments,
     redis_url,
+    results_wanted,
     setting,
     venv_bin,
 )
 from celery import Celery
 
-app = Celery("peers", broker=redis_url())
+app = Celery("peers", broker=redis_url(), backend=redis_url() if results_wanted() else None)
 app.conf.update(
     task_ignore_result=True,
     broker_connection_retry_on_startup=True,
@@ -40,16 +41,20 @@ NOOP_POOL = os.environ.get("PEERS_CELERY_NOOP_POOL", "solo")
 
 @app.task(name="noop")
 def noop(number: int, enqueued_ns: int) -> None:
-    """Counts itself and returns."""
-    record(number, enqueued_ns, time.time_ns())
+    tasks.noop(number, enqueued_ns)
 
 
 @app.task(name="io")
 def io(number: int, enqueued_ns: int) -> None:
-    """Waits 10 ms (a cooperative sleep under the gevent pool), then counts itself."""
-    started = time.time_ns()
-    time.sleep(IO_SLEEP)
-    record(number, enqueued_ns, started)
+    tasks.io(number, enqueued_ns)  # a cooperative sleep under the gevent pool
+
+
+@app.task(name="echo", ignore_result=False)
+def echo(number: int, enqueued_ns: int, payload: str) -> str:
+    return tasks.echo(number, enqueued_ns, payload)
+
+
+TASKS = {"noop": noop, "io": io, "echo": echo}
 
 
 class CeleryAdapter(Adapter):
@@ -59,31 +64,24 @@ class CeleryAdapter(Adapter):
     def worker(self, kind: str, concurrency: int, processes: int = 1) -> WorkerSpec:
         argv = [venv_bin("celery"), "-A", __name__, "worker", "--loglevel", "WARNING"]
         argv += ["--without-heartbeat", "--without-gossip", "--without-mingle"]
-        if kind == "noop":
+        if kind == "io":
+            pool = ["--pool", "gevent", "--concurrency", str(concurrency)]
+            pool += ["--prefetch-multiplier", "2"]
+        else:
             pool = ["--pool", NOOP_POOL, "--prefetch-multiplier", str(NOOP_PREFETCH)]
             if NOOP_POOL != "solo":
                 pool += ["--concurrency", str(NOOP_THREADS)]
-            config = " ".join(pool)
-        else:
-            pool = [
-                "--pool",
-                "gevent",
-                "--concurrency",
-                str(concurrency),
-                "--prefetch-multiplier",
-                "2",
-            ]
-            config = f"--pool gevent --concurrency {concurrency} --prefetch-multiplier 2"
-        return WorkerSpec(argv + pool, config="celery worker " + config + ", results ignored")
+        results = "results stored" if kind == "echo" else "results ignored"
+        return WorkerSpec(argv + pool, config=f"celery worker {' '.join(pool)}, {results}")
 
     def enqueue_many(self, kind: str, calls: Sequence[Call]) -> None:
-        task = noop if kind == "noop" else io
+        task = TASKS[kind]
         with app.producer_or_acquire() as producer:
             for call in calls:
-                task.apply_async(call, producer=producer)
+                task.apply_async(arguments(kind, call), producer=producer)
 
     def enqueue_one(self, kind: str, call: Call) -> None:
-        (noop if kind == "noop" else io).delay(*call)
+        TASKS[kind].delay(*arguments(kind, call))
 
 
 ADAPTER = CeleryAdapter()

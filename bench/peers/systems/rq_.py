@@ -3,30 +3,22 @@
 RQ's default ``Worker`` forks a child per job (about a millisecond and a fresh interpreter
 state each); ``SimpleWorker`` is the documented way to skip the fork. Either way one RQ
 worker process runs one job at a time, so IO jobs run one after another: the IO rows
-measure that, not a tuning choice. Results are not kept (``result_ttl=0``).
+measure that, not a tuning choice. Results are not kept (``result_ttl=0``) except for
+``echo`` jobs (RQ's default of 500 s).
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 
-from bench.peers.counter import record
-from bench.peers.systems.base import IO_SLEEP, Adapter, Call, WorkerSpec, redis_url, venv_bin
+from bench.peers import tasks
+from bench.peers.systems.base import Adapter, Call, WorkerSpec, arguments, redis_url, venv_bin
 from redis import Redis
 from rq import Queue
 
-
-def noop(number: int, enqueued_ns: int) -> None:
-    """Counts itself and returns."""
-    record(number, enqueued_ns, time.time_ns())
-
-
-def io(number: int, enqueued_ns: int) -> None:
-    """Waits 10 ms, then counts itself."""
-    started = time.time_ns()
-    time.sleep(IO_SLEEP)
-    record(number, enqueued_ns, started)
+FUNCTIONS = {"noop": tasks.noop, "io": tasks.io, "echo": tasks.echo}
+#: ``None``: RQ's default result TTL.
+RESULT_TTL = {"noop": 0, "io": 0, "echo": None}
 
 
 class RQAdapter(Adapter):
@@ -42,13 +34,17 @@ class RQAdapter(Adapter):
         self.queue = Queue("default", connection=Redis.from_url(redis_url()))
 
     def enqueue_many(self, kind: str, calls: Sequence[Call]) -> None:
-        func = noop if kind == "noop" else io
-        self.queue.enqueue_many(
-            [Queue.prepare_data(func, args=call, result_ttl=0) for call in calls]
-        )
+        data = [
+            Queue.prepare_data(
+                FUNCTIONS[kind], args=arguments(kind, c), result_ttl=RESULT_TTL[kind]
+            )
+            for c in calls
+        ]
+        self.queue.enqueue_many(data)
 
     def enqueue_one(self, kind: str, call: Call) -> None:
-        self.queue.enqueue(noop if kind == "noop" else io, *call, result_ttl=0)
+        func = FUNCTIONS[kind]
+        self.queue.enqueue(func, *arguments(kind, call), result_ttl=RESULT_TTL[kind])
 
 
 ADAPTER = RQAdapter()

@@ -1,23 +1,23 @@
-"""SAQ on Redis with ``concurrency`` at the workload's, job records dropped when done.
+"""SAQ on Redis with ``concurrency`` at the workload's; a finished job's record (and
+result) is deleted at once (``ttl=-1``; SAQ keeps it 600 s by default), except for
+``echo`` jobs, which keep SAQ's default so that their result stays readable.
 
-SAQ's workers wait on a blocking BLMOVE, so no poll interval is involved. A finished
-job's record is deleted at once (``ttl=-1``: SAQ keeps it 600 s by default). The Redis
+SAQ's workers wait on a blocking BLMOVE, so no poll interval is involved. The Redis
 client's pool is sized to the concurrency (redis-py 8's default cap of 100 connections
-starves a worker of 200 consumers, which then loses jobs). SAQ has no
-bulk enqueue: a batch is ``Queue.enqueue`` calls, 32 in flight at a time.
+starves a worker of 200 consumers, which then loses jobs). SAQ has no bulk enqueue: a
+batch is ``Queue.enqueue`` calls, 32 in flight at a time.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Sequence
 from typing import Any
 
-from bench.peers.counter import record
+from bench.peers import tasks
 from bench.peers.systems.base import (
     GATHER,
-    IO_SLEEP,
+    PAYLOAD,
     AsyncAdapter,
     Call,
     WorkerSpec,
@@ -34,18 +34,20 @@ queue = RedisQueue(Redis.from_url(redis_url(), max_connections=concurrency() + 5
 
 
 async def noop(ctx: dict[str, Any], *, number: int, enqueued_ns: int) -> None:
-    """Counts itself and returns."""
-    record(number, enqueued_ns, time.time_ns())
+    tasks.noop(number, enqueued_ns)
 
 
 async def io(ctx: dict[str, Any], *, number: int, enqueued_ns: int) -> None:
-    """Waits 10 ms like a network call, then counts itself."""
-    started = time.time_ns()
-    await asyncio.sleep(IO_SLEEP)
-    record(number, enqueued_ns, started)
+    await tasks.io_async(number, enqueued_ns)
 
 
-settings = {"queue": queue, "functions": [noop, io], "concurrency": concurrency()}
+async def echo(ctx: dict[str, Any], *, number: int, enqueued_ns: int, payload: str) -> str:
+    return tasks.echo(number, enqueued_ns, payload)
+
+
+settings = {"queue": queue, "functions": [noop, io, echo], "concurrency": concurrency()}
+#: ``None``: SAQ's default record TTL.
+TTL = {"noop": -1, "io": -1, "echo": None}
 
 
 class SaqAdapter(AsyncAdapter):
@@ -55,7 +57,8 @@ class SaqAdapter(AsyncAdapter):
     def worker(self, kind: str, concurrency: int, processes: int = 1) -> WorkerSpec:
         argv = [venv_bin("saq"), f"{__name__}.settings", "--quiet"]
         env = {"PEERS_CONCURRENCY": str(concurrency)} if concurrency else {}
-        return WorkerSpec(argv, env, config=f"saq, concurrency={concurrency or 200}, ttl=-1")
+        ttl = "600 (default)" if kind == "echo" else "-1"
+        return WorkerSpec(argv, env, config=f"saq, concurrency={concurrency or 200}, ttl={ttl}")
 
     async def open(self) -> None:
         await queue.connect()
@@ -63,15 +66,18 @@ class SaqAdapter(AsyncAdapter):
     async def close(self) -> None:
         await queue.disconnect()
 
-    async def _one(self, kind: str, call: Call) -> None:
-        await queue.enqueue(kind, number=call[0], enqueued_ns=call[1], ttl=-1, retries=0)
+    async def enqueue_one(self, kind: str, call: Call) -> None:
+        kwargs: dict[str, Any] = {"number": call[0], "enqueued_ns": call[1], "retries": 0}
+        if kind == "echo":
+            kwargs["payload"] = PAYLOAD
+        if TTL[kind] is not None:
+            kwargs["ttl"] = TTL[kind]
+        await queue.enqueue(kind, **kwargs)
 
     async def enqueue_many(self, kind: str, calls: Sequence[Call]) -> None:
         for start in range(0, len(calls), GATHER):
-            await asyncio.gather(*(self._one(kind, c) for c in calls[start : start + GATHER]))
-
-    async def enqueue_one(self, kind: str, call: Call) -> None:
-        await self._one(kind, call)
+            batch = calls[start : start + GATHER]
+            await asyncio.gather(*(self.enqueue_one(kind, c) for c in batch))
 
 
 ADAPTER = SaqAdapter()

@@ -1,20 +1,19 @@
-"""streaq (Redis Streams, Lua) with ``concurrency`` at the workload's, results not kept
-(``ttl=0``), one try per job, per-job log lines off (``silent=True``); batches go through
-``Worker.enqueue_many`` (one pipeline).
+"""streaq (Redis Streams, Lua functions) with ``concurrency`` at the workload's, one try
+per job, per-job log lines off (``silent=True``: streaq logs every task at INFO
+otherwise); results not kept (``ttl=0``) except for ``echo`` jobs (streaq's default of
+five minutes). Batches go through ``Worker.enqueue_many`` (one pipeline).
 """
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Sequence
 
-from bench.peers.counter import record
+from bench.peers import tasks
 from bench.peers.systems.base import (
-    IO_SLEEP,
     AsyncAdapter,
     Call,
     WorkerSpec,
+    arguments,
     concurrency,
     redis_url,
     venv_bin,
@@ -26,16 +25,20 @@ worker = Worker(redis_url=redis_url(), concurrency=concurrency())
 
 @worker.task(ttl=0, max_tries=1, silent=True, name="noop")
 async def noop(number: int, enqueued_ns: int) -> None:
-    """Counts itself and returns."""
-    record(number, enqueued_ns, time.time_ns())
+    tasks.noop(number, enqueued_ns)
 
 
 @worker.task(ttl=0, max_tries=1, silent=True, name="io")
 async def io(number: int, enqueued_ns: int) -> None:
-    """Waits 10 ms like a network call, then counts itself."""
-    started = time.time_ns()
-    await asyncio.sleep(IO_SLEEP)
-    record(number, enqueued_ns, started)
+    await tasks.io_async(number, enqueued_ns)
+
+
+@worker.task(max_tries=1, silent=True, name="echo")
+async def echo(number: int, enqueued_ns: int, payload: str) -> str:
+    return tasks.echo(number, enqueued_ns, payload)
+
+
+TASKS = {"noop": noop, "io": io, "echo": echo}
 
 
 class StreaqAdapter(AsyncAdapter):
@@ -45,7 +48,10 @@ class StreaqAdapter(AsyncAdapter):
     def worker(self, kind: str, concurrency: int, processes: int = 1) -> WorkerSpec:
         argv = [venv_bin("streaq"), "run", f"{__name__}:worker"]
         env = {"PEERS_CONCURRENCY": str(concurrency)} if concurrency else {}
-        return WorkerSpec(argv, env, config=f"streaq run, concurrency={concurrency or 200}, ttl=0")
+        ttl = "300 (default)" if kind == "echo" else "0"
+        return WorkerSpec(
+            argv, env, config=f"streaq run, concurrency={concurrency or 200}, ttl={ttl}"
+        )
 
     async def open(self) -> None:
         await worker.__aenter__()
@@ -54,11 +60,11 @@ class StreaqAdapter(AsyncAdapter):
         await worker.__aexit__(None, None, None)
 
     async def enqueue_many(self, kind: str, calls: Sequence[Call]) -> None:
-        task = noop if kind == "noop" else io
-        await worker.enqueue_many([task.enqueue(*c) for c in calls])
+        task = TASKS[kind]
+        await worker.enqueue_many([task.enqueue(*arguments(kind, c)) for c in calls])
 
     async def enqueue_one(self, kind: str, call: Call) -> None:
-        await (noop if kind == "noop" else io).enqueue(*call)
+        await TASKS[kind].enqueue(*arguments(kind, call))
 
 
 ADAPTER = StreaqAdapter()
