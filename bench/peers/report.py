@@ -145,18 +145,11 @@ def sqlite_table(res: Results) -> list[str]:
     process."""
     out = header("system", "enqueue one at a time", "sent/s", "p50", "p95", "p99", "max", "kept up")
     for s in res.systems:
-        if not res.rows(s, "sqlite_rate200") and not res.rows(s, "sqlite_enqueue_one"):
-            continue
-        waits = [
-            cell(res, s, "sqlite_rate200", f"wait_{q}_ms", 1) for q in ("p50", "p95", "p99", "max")
-        ]
-        kept = "yes" if res.kept_up(s, "sqlite_rate200") else "**no**"
-        out.append(
-            f"| {s} | {cell(res, s, 'sqlite_enqueue_one', 'jobs_per_s')} | "
-            f"{cell(res, s, 'sqlite_rate200', 'achieved_per_s')} | "
-            + " | ".join(waits)
-            + f" | {kept} |"
-        )
+        if res.rows(s, "sqlite_rate200") or res.rows(s, "sqlite_enqueue_one"):
+            one = cell(res, s, "sqlite_enqueue_one", "jobs_per_s")
+            out.append(
+                f"| {s} | {one} | " + " | ".join(wait_cells(res, s, "sqlite_rate200")) + " |"
+            )
     return out if len(out) > 2 else []
 
 
@@ -173,20 +166,23 @@ def processes_lines(res: Results) -> list[str]:
     ]
 
 
+def wait_cells(res: Results, system: str, workload: str) -> list[str]:
+    """Sent/s, p50, p95, p99, max and kept up of one steady run, as table cells."""
+    if not res.values(system, workload, "achieved_per_s"):
+        return ["invalid" if res.invalid(system, workload) else "—", "", "", "", "", ""]
+    rows = [r for r in res.rows(system, workload) if r["valid"]]
+    mark = "≥ " if any(r["figures"].get("wait_is_lower_bound") for r in rows) else ""
+    waits = [
+        mark + cell(res, system, workload, f"wait_{q}_ms", 1) for q in ("p50", "p95", "p99", "max")
+    ]
+    kept = "yes" if res.kept_up(system, workload) else "**no**"
+    return [cell(res, system, workload, "achieved_per_s"), *waits, kept]
+
+
 def wait_table(res: Results, rate: int) -> list[str]:
     out = header("system", "sent/s", "p50", "p95", "p99", "max", "kept up")
-    w = f"rate{rate}"
     for s in res.systems:
-        if not res.values(s, w, "achieved_per_s"):
-            out.append(f"| {s} | {'invalid' if res.invalid(s, w) else '—'} | | | | | |")
-            continue
-        lower = any(r["figures"].get("wait_is_lower_bound") for r in res.rows(s, w) if r["valid"])
-        mark = "≥ " if lower else ""
-        waits = [mark + cell(res, s, w, f"wait_{q}_ms", 1) for q in ("p50", "p95", "p99", "max")]
-        kept = "yes" if res.kept_up(s, rate) else "**no**"
-        out.append(
-            f"| {s} | {cell(res, s, w, 'achieved_per_s')} | " + " | ".join(waits) + f" | {kept} |"
-        )
+        out.append(f"| {s} | " + " | ".join(wait_cells(res, s, f"rate{rate}")) + " |")
     return out
 
 

@@ -141,16 +141,26 @@ def _drain(
     return figures, verdict, config
 
 
-def drain(s: Session) -> list[dict[str, Any]]:
-    """Bulk enqueue of ``jobs`` no-op jobs, then one worker drains them."""
+def _bulk_then_drain(
+    s: Session, kind: str
+) -> tuple[dict[str, Any], dict[str, Any], stats.Verdict, str]:
+    """Bulk enqueue of ``jobs`` jobs of ``kind`` (timed), then one worker drains them.
+
+    The drain is what shows that every enqueued job arrived once; one that timed out
+    leaves the enqueue unverified as well.
+    """
     n = s.sizes.jobs
     s.meter.reset()
-    answer = s.client.request("enqueue_many", kind="noop", start=0, count=n, batch=s.sizes.batch)
+    answer = s.client.request("enqueue_many", kind=kind, start=0, count=n, batch=s.sizes.batch)
     enqueue = {"jobs_per_s": n / answer["seconds"], **s.meter.read().per_job(n)}
-    figures, verdict, config = _drain(s, "noop", n, 0)
-    # The drain is what shows that every enqueued job arrived once; one that timed out
-    # leaves the enqueue unverified as well.
+    figures, verdict, config = _drain(s, kind, n, 0)
     enqueue["timed_out"] = figures["timed_out"]
+    return enqueue, figures, verdict, config
+
+
+def drain(s: Session) -> list[dict[str, Any]]:
+    """Bulk enqueue of ``jobs`` no-op jobs, then one worker drains them."""
+    enqueue, figures, verdict, config = _bulk_then_drain(s, "noop")
     return [
         row("enqueue", verdict, enqueue, s.client.hello["bulk"]),
         row("drain", verdict, figures, config),
@@ -255,13 +265,8 @@ def _steady_row(
 
 def payload_1k(s: Session) -> list[dict[str, Any]]:
     """``drain`` with a 1 KB argument per job and a 1 KB result that each system stores."""
-    n = s.sizes.jobs
-    s.meter.reset()
-    answer = s.client.request("enqueue_many", kind="echo", start=0, count=n, batch=s.sizes.batch)
-    enqueue = {"jobs_per_s": n / answer["seconds"], **s.meter.read().per_job(n)}
-    figures, verdict, config = _drain(s, "echo", n, 0)
+    enqueue, figures, verdict, config = _bulk_then_drain(s, "echo")
     figures["redis_used_mb"] = s.meter.used_mb()
-    enqueue["timed_out"] = figures["timed_out"]
     return [
         row("enqueue_1k", verdict, enqueue, s.client.hello["bulk"]),
         row("drain_1k", verdict, figures, config),
