@@ -242,10 +242,14 @@ def best_peer(res: Results, workload: str, figure: str, higher: bool) -> tuple[s
     return (max if higher else min)(found, key=lambda sv: sv[1])
 
 
-def comparisons(res: Results) -> list[tuple[str, float, str | None, float, bool]]:
-    """For each metric: label, Conveyor's median, best peer (None: no peer kept up), its
-    median, whether Conveyor is ahead."""
-    out: list[tuple[str, float, str | None, float, bool]] = []
+#: Within this factor of each other, two figures are called even, not a lead.
+EVEN = 1.05
+
+
+def comparisons(res: Results) -> list[tuple[str, float, str | None, float, str]]:
+    """For each metric: label, Conveyor's median, the best peer (None: no peer kept up),
+    its median, and Conveyor's standing: "leads", "even" or "trails"."""
+    out: list[tuple[str, float, str | None, float, str]] = []
     for label, workload, figure, higher in METRICS:
         mine = res.typical("conveyor", workload, figure)
         if mine is None:
@@ -254,10 +258,11 @@ def comparisons(res: Results) -> list[tuple[str, float, str | None, float, bool]
         if peer is None:
             rate = workload.removeprefix("rate")
             if rate.isdigit() and res.kept_up("conveyor", int(rate)):
-                out.append((label, mine, None, math.nan, True))
+                out.append((label, mine, None, math.nan, "leads"))
             continue
-        ahead = mine > peer[1] if higher else mine < peer[1]
-        out.append((label, mine, peer[0], peer[1], ahead))
+        factor = mine / peer[1] if higher else peer[1] / mine
+        standing = "leads" if factor >= EVEN else "trails" if factor <= 1 / EVEN else "even"
+        out.append((label, mine, peer[0], peer[1], standing))
     return out
 
 
@@ -293,15 +298,14 @@ def verdict_lines(res: Results) -> list[str]:
     """Where Conveyor leads and where it does not, against the best peer on each figure
     (for queue wait, the best peer that kept up)."""
     higher = {label: h for label, _, _, h in METRICS}
-    leads, trails = [], []
-    for label, mine, peer, theirs, ahead in comparisons(res):
-        text = ratio_text(label, mine, peer, theirs, higher[label])
-        (leads if ahead else trails).append(text)
+    said = {"leads": "Conveyor leads", "even": f"even (within {EVEN - 1:.0%})"}
     lines = ["Conveyor against the best peer on each figure (medians of the rounds; for queue"]
-    lines.append("wait, the best peer that kept up):")
-    lines.append("")
-    lines += [f"- Conveyor leads — {t}" for t in leads]
-    lines += [f"- **Conveyor does not lead** — {t}" for t in trails]
+    lines += ["wait, the best peer that kept up):", ""]
+    for wanted in ("leads", "even", "trails"):
+        for label, mine, peer, theirs, standing in comparisons(res):
+            if standing == wanted:
+                text = ratio_text(label, mine, peer, theirs, higher[label])
+                lines.append(f"- {said.get(standing, '**Conveyor does not lead**')} — {text}")
     return lines
 
 
@@ -411,22 +415,39 @@ def _invalid_lines(res: Results) -> list[str]:
     return ["Rows that failed the exactly-once check or did not run:", "", *bad, ""] if bad else []
 
 
+def short_text(label: str, mine: float, peer: str | None, theirs: float, higher: bool) -> str:
+    """One comparison in a few words, for the README."""
+    u = unit(label, higher)
+    if peer is None:
+        return f"{label} (Conveyor kept up, p99 {number(mine, 1)} ms; no peer did)"
+    if higher:
+        if mine >= theirs:
+            return f"{label} ({mine / theirs:.1f}× {peer})"
+        return f"{label} ({peer} {theirs / mine:.1f}× faster)"
+    if mine <= theirs:
+        return f"{label} ({number(mine, 1)} vs {number(theirs, 1)} {u} for {peer})"
+    return f"{label} ({peer} {number(theirs, 1)} vs {number(mine, 1)} {u})"
+
+
 def readme_lines(res: Results, source: str) -> list[str]:
-    """The README's line of ratios against the best peer on each figure."""
+    """The README's lines: where Conveyor leads its best peer and where it does not."""
     higher = {label: h for label, _, _, h in METRICS}
-    parts = [
-        ratio_text(label, mine, peer, theirs, higher[label])
-        for label, mine, peer, theirs, _ in comparisons(res)
-        if not label.startswith(("worker", "Redis"))
-    ]
-    host = res.data["host"]
-    return [
-        f"Against its peers (`make bench-peers`, {res.data['date'][:10]}, {host['cpu']}, "
-        f"{host['cores']} cores; one worker process each; medians of {res.data['rounds']} rounds, "
-        f"`{source}`), Conveyor vs the best peer on each figure — "
-        + "; ".join(parts)
-        + f". Tables and caveats: [docs/benchmarks.md](docs/benchmarks.md#{ANCHOR}).",
-    ]
+    parts: dict[str, list[str]] = {"leads": [], "even": [], "trails": []}
+    for label, mine, peer, theirs, standing in comparisons(res):
+        if not label.startswith(("worker", "Redis")):
+            parts[standing].append(short_text(label, mine, peer, theirs, higher[label]))
+    d, host = res.data, res.data["host"]
+    text = (
+        f"**Against its peers** (`make bench-peers`, {d['date'][:10]}, {host['cpu']}, "
+        f"{host['cores']} cores, Python {host['python']}, Redis {d['redis']['redis_version']}; "
+        f"one worker process each, medians of {d['rounds']} rounds in `{source}`), against "
+        "the best peer on each figure: Conveyor leads on " + "; ".join(parts["leads"]) + "."
+    )
+    if parts["even"]:
+        text += f" It is even (within {EVEN - 1:.0%}) on " + "; ".join(parts["even"]) + "."
+    if parts["trails"]:
+        text += " It does not lead on " + "; ".join(parts["trails"]) + "."
+    return [text + f" Tables and caveats: [docs/benchmarks.md](docs/benchmarks.md#{ANCHOR})."]
 
 
 def splice(path: Path, lines: list[str], anchor: str | None = None) -> None:

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from bench.peers import client, counter, procs, stats, workloads
+from bench.peers import client, counter, procs, report, stats, workloads
 from bench.peers.meter import RedisMeter
 
 from tests.redis_server import RedisServer
@@ -158,3 +158,37 @@ def test_conveyor_adapter_holds_a_steady_rate(conveyor_session: workloads.Sessio
     assert figures["sent"] == 200
     assert figures["unfinished"] == 0
     assert 0 < figures["wait_p50_ms"] <= figures["wait_p99_ms"] <= figures["wait_max_ms"]
+
+
+def _results(drain: dict[str, float], enqueue: dict[str, float]) -> report.Results:
+    rows = [
+        {"system": s, "workload": w, "round": 1, "valid": True, "figures": {"jobs_per_s": v}}
+        for w, values in (("drain", drain), ("enqueue", enqueue))
+        for s, v in values.items()
+    ]
+    return report.Results({"rows": rows, "versions": {}})
+
+
+def test_report_compares_conveyor_with_the_best_peer_and_calls_near_ties_even() -> None:
+    res = _results(
+        drain={"conveyor": 20_000.0, "huey": 5_000.0, "rq": 400.0},
+        enqueue={"conveyor": 10_000.0, "huey": 10_200.0, "rq": 30_000.0},
+    )
+    standings = {label: (peer, standing) for label, _, peer, _, standing in report.comparisons(res)}
+    assert standings["drain"] == ("huey", "leads")
+    assert standings["bulk enqueue"] == ("rq", "trails")
+    even = _results(drain={"conveyor": 10_000.0, "huey": 10_400.0}, enqueue={})
+    assert report.comparisons(even)[0][4] == "even"
+
+
+def test_report_rewrites_only_its_own_section(tmp_path: Path) -> None:
+    doc = tmp_path / "doc.md"
+    doc.write_text("# Title\n\nanchor line\n\nthe rest\n")
+    report.splice(doc, ["first"], anchor="anchor line")
+    report.splice(doc, ["second"], anchor="anchor line")
+    text = doc.read_text()
+    assert text.count(report.BEGIN) == 1
+    assert "second" in text
+    assert "first" not in text
+    assert text.startswith("# Title\n\nanchor line\n\n<!-- peers:begin -->")
+    assert text.endswith("<!-- peers:end -->\n\nthe rest\n")
