@@ -363,6 +363,23 @@ def _bars(ax: Any, res: Results, series: list[tuple[str, str, str]], title: str)
         ax.legend()
 
 
+#: What every reader of the tables should know (details: bench/peers/README.md).
+CAVEATS = [
+    "Caveats:",
+    "",
+    "- The producer, the worker and Redis share the host's cores, and the host is shared with",
+    "  other work (the load average is recorded per row in the results file); compare",
+    "  systems within this run, not with runs of other days.",
+    "- Results: the peers store none except in the 1 KB rows (where the system offers that",
+    "  choice, it was taken for them); Conveyor always stores each job's record and result.",
+    "- RQ runs one job at a time per worker process, so its IO rows cannot pass 100 jobs/s",
+    "  and time out by design. Dramatiq's and Taskiq's worker commands are a supervisor",
+    "  plus one worker process; both are in their memory figures.",
+    "- A queue wait marked ≥ includes jobs still waiting when the run stopped waiting: the",
+    "  true figure is higher.",
+]
+
+
 def section(res: Results, source: str) -> list[str]:
     """The generated section of docs/benchmarks.md."""
     d, host, redis = res.data, res.data["host"], res.data["redis"]
@@ -401,7 +418,7 @@ def section(res: Results, source: str) -> list[str]:
     if sqlite:
         lines += ["On SQLite (fsync on, the same disk; queue wait at a steady 200 jobs/s):", ""]
         lines += [*sqlite, ""]
-    lines += ["Resources:", "", *resources_table(res), "", *verdict_lines(res), ""]
+    lines += ["Resources:", "", *resources_table(res), "", *verdict_lines(res), "", *CAVEATS, ""]
     lines += _invalid_lines(res)
     return lines
 
