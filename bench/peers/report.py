@@ -13,6 +13,7 @@ import json
 import math
 import statistics
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -54,11 +55,15 @@ class Results:
         bad = [r["check"] for r in self.rows(system, workload) if not r["valid"]]
         return bad[0] if bad else None
 
-    def kept_up(self, system: str, rate: int | str) -> bool:
-        """Whether every valid round of a steady run (``rate`` or its workload) kept up."""
-        workload = rate if isinstance(rate, str) else f"rate{rate}"
+    def kept_up_rounds(self, system: str, workload: str) -> tuple[int, int]:
+        """In how many of its valid rounds a steady run kept up, of how many."""
         rows = [r for r in self.rows(system, workload) if r["valid"]]
-        return bool(rows) and all(r["figures"].get("kept_up") for r in rows)
+        return sum(1 for r in rows if r["figures"].get("kept_up")), len(rows)
+
+    def kept_up(self, system: str, workload: str) -> bool:
+        """Whether a steady run kept up in every valid round (and had one)."""
+        kept, rounds = self.kept_up_rounds(system, workload)
+        return rounds > 0 and kept == rounds
 
 
 def number(value: float, digits: int = 0) -> str:
@@ -77,9 +82,10 @@ def span(values: list[float], digits: int = 0) -> str:
 
 def cell(res: Results, system: str, workload: str, figure: str, digits: int = 0) -> str:
     values = res.values(system, workload, figure)
-    if values:
-        return span(values, digits)
     rows = res.rows(system, workload)
+    if values:
+        # A round that did not count is listed under the tables.
+        return span(values, digits) + (" \\*" if len(values) < len(rows) else "")
     partial = [float(r["figures"][figure]) for r in rows if r["figures"].get("partial")]
     if partial and len(partial) == len(rows):
         return f"{span(partial, digits)} (timed out)"
@@ -122,7 +128,7 @@ def payload_table(res: Results) -> list[str]:
         "drain",
         "Redis memory after (MB)",
         "Redis commands/job: enqueue + drain",
-        "how results are stored",
+        "worker (results: bench/peers/README.md)",
     )
     for s in res.systems:
         if not res.rows(s, "drain_1k"):
@@ -143,7 +149,17 @@ def payload_table(res: Results) -> list[str]:
 def sqlite_table(res: Results) -> list[str]:
     """Conveyor on SQLite against SqliteHuey: fsync on, the same disk, worker in another
     process."""
-    out = header("system", "enqueue one at a time", "sent/s", "p50", "p95", "p99", "max", "kept up")
+    out = header(
+        "system",
+        "enqueue one at a time",
+        "sent/s",
+        "p50",
+        "p95",
+        "p99",
+        "max",
+        "kept up",
+        "load avg",
+    )
     for s in res.systems:
         if res.rows(s, "sqlite_rate200") or res.rows(s, "sqlite_enqueue_one"):
             one = cell(res, s, "sqlite_enqueue_one", "jobs_per_s")
@@ -167,20 +183,22 @@ def processes_lines(res: Results) -> list[str]:
 
 
 def wait_cells(res: Results, system: str, workload: str) -> list[str]:
-    """Sent/s, p50, p95, p99, max and kept up of one steady run, as table cells."""
+    """Sent/s, p50, p95, p99, max, kept up and the load average of one steady run."""
     if not res.values(system, workload, "achieved_per_s"):
-        return ["invalid" if res.invalid(system, workload) else "—", "", "", "", "", ""]
+        return ["invalid" if res.invalid(system, workload) else "—", "", "", "", "", "", ""]
     rows = [r for r in res.rows(system, workload) if r["valid"]]
     mark = "≥ " if any(r["figures"].get("wait_is_lower_bound") for r in rows) else ""
     waits = [
         mark + cell(res, system, workload, f"wait_{q}_ms", 1) for q in ("p50", "p95", "p99", "max")
     ]
-    kept = "yes" if res.kept_up(system, workload) else "**no**"
-    return [cell(res, system, workload, "achieved_per_s"), *waits, kept]
+    kept, rounds = res.kept_up_rounds(system, workload)
+    said = "yes" if kept == rounds else "**no**" if not kept else f"{kept} of {rounds} rounds"
+    loads = [float(r["load"]) for r in res.rows(system, workload) if "load" in r]
+    return [cell(res, system, workload, "achieved_per_s"), *waits, said, span(loads, 1)]
 
 
 def wait_table(res: Results, rate: int) -> list[str]:
-    out = header("system", "sent/s", "p50", "p95", "p99", "max", "kept up")
+    out = header("system", "sent/s", "p50", "p95", "p99", "max", "kept up", "load avg")
     for s in res.systems:
         out.append(f"| {s} | " + " | ".join(wait_cells(res, s, f"rate{rate}")) + " |")
     return out
@@ -228,41 +246,76 @@ METRICS = (
 )
 
 
-def best_peer(res: Results, workload: str, figure: str, higher: bool) -> tuple[str, float] | None:
-    """The peer with the best median for a figure (rates only where it kept up)."""
+def is_steady(workload: str) -> bool:
+    return workload.startswith(("rate", "sqlite_rate"))
+
+
+def best_peer(res: Results, workload: str, figure: str, higher: bool) -> str | None:
+    """The peer with the best median for a figure (for steady runs, of those that kept up
+    in every round)."""
     found = []
     for s in res.systems:
         value = res.typical(s, workload, figure)
-        rate = workload.removeprefix("rate")
-        if s == "conveyor" or value is None or (rate.isdigit() and not res.kept_up(s, int(rate))):
+        if (
+            s == "conveyor"
+            or value is None
+            or (is_steady(workload) and not res.kept_up(s, workload))
+        ):
             continue
         found.append((s, value))
     if not found:
         return None
-    return (max if higher else min)(found, key=lambda sv: sv[1])
+    return (max if higher else min)(found, key=lambda sv: sv[1])[0]
 
 
-#: Within this factor of each other, two figures are called even, not a lead.
-EVEN = 1.05
+@dataclass(frozen=True, slots=True)
+class Comparison:
+    """Conveyor against the best peer on one figure.
+
+    Args:
+        label: the figure, in words.
+        mine: Conveyor's median over the rounds.
+        peer: the best peer; None where no peer kept up (then ``note`` says Conveyor's).
+        theirs: the peer's median.
+        standing: "leads" or "trails" where the two ranges over the rounds do not
+            overlap, else "even".
+        note: for a steady rate no peer held, in how many rounds Conveyor did.
+    """
+
+    label: str
+    mine: float
+    peer: str | None
+    theirs: float
+    standing: str
+    note: str = ""
 
 
-def comparisons(res: Results) -> list[tuple[str, float, str | None, float, str]]:
-    """For each metric: label, Conveyor's median, the best peer (None: no peer kept up),
-    its median, and Conveyor's standing: "leads", "even" or "trails"."""
-    out: list[tuple[str, float, str | None, float, str]] = []
+def standing(mine: list[float], theirs: list[float], higher: bool) -> str:
+    """ "leads" or "trails" when the ranges over the rounds do not overlap, else "even"."""
+    if not higher:
+        mine, theirs = [-v for v in mine], [-v for v in theirs]
+    if min(mine) > max(theirs):
+        return "leads"
+    return "trails" if max(mine) < min(theirs) else "even"
+
+
+def comparisons(res: Results) -> list[Comparison]:
+    """Conveyor against the best peer on each of :data:`METRICS` that it has."""
+    out = []
     for label, workload, figure, higher in METRICS:
         mine = res.typical("conveyor", workload, figure)
         if mine is None:
             continue
         peer = best_peer(res, workload, figure, higher)
-        if peer is None:
-            rate = workload.removeprefix("rate")
-            if rate.isdigit() and res.kept_up("conveyor", int(rate)):
-                out.append((label, mine, None, math.nan, "leads"))
+        if peer is not None:
+            theirs = res.values(peer, workload, figure)
+            where = standing(res.values("conveyor", workload, figure), theirs, higher)
+            out.append(Comparison(label, mine, peer, statistics.median(theirs), where))
             continue
-        factor = mine / peer[1] if higher else peer[1] / mine
-        standing = "leads" if factor >= EVEN else "trails" if factor <= 1 / EVEN else "even"
-        out.append((label, mine, peer[0], peer[1], standing))
+        kept, rounds = res.kept_up_rounds("conveyor", workload)
+        if is_steady(workload) and kept:
+            note = f"Conveyor kept up in {kept} of {rounds} rounds, no peer in every round"
+            out.append(Comparison(label, mine, None, math.nan, "leads", note))
     return out
 
 
@@ -272,40 +325,62 @@ def unit(label: str, higher: bool) -> str:
     return "MB" if "RSS" in label else "µs" if "CPU" in label else "ms"
 
 
-def ratio_text(label: str, mine: float, peer: str | None, theirs: float, higher: bool) -> str:
-    """One comparison in words, the factor always ≥ 1 and said of the one ahead."""
-    u = unit(label, higher)
-    if peer is None:
-        return f"{label}: Conveyor kept up (p99 {number(mine, 1)} ms); no peer did"
-    if higher:
-        if mine >= theirs:
-            return (
-                f"{label}: {mine / theirs:.1f}× {peer}, the best peer "
-                f"({number(mine, 1)} vs {number(theirs, 1)} {u})"
-            )
-        figures = f"{number(theirs, 1)} vs {number(mine, 1)} {u}"
-        return f"{label}: {peer} {theirs / mine:.1f}× Conveyor ({figures})"
-    if mine <= theirs:
+def ratio_text(c: Comparison, higher: bool, res: Results) -> str:
+    """One comparison in words, the factor always ≥ 1 and said of the one ahead, then
+    both ranges over the rounds."""
+    text = _ratio(c, higher)
+    if c.peer is None:
+        return text
+    workload, figure = next((w, f) for label, w, f, _ in METRICS if label == c.label)
+    mine = span(res.values("conveyor", workload, figure), 1)
+    theirs = span(res.values(c.peer, workload, figure), 1)
+    return f"{text}; rounds: Conveyor {mine}, {c.peer} {theirs}"
+
+
+def _ratio(c: Comparison, higher: bool) -> str:
+    u = unit(c.label, higher)
+    if c.peer is None:
+        return f"{c.label}: {c.note} (Conveyor's p99 {number(c.mine, 1)} ms, median)"
+    mine, theirs = number(c.mine, 1), number(c.theirs, 1)
+    if higher and c.mine >= c.theirs:
         return (
-            f"{label}: {number(mine, 1)} {u} vs {number(theirs, 1)} for {peer}, "
-            f"the best peer ({theirs / mine:.1f}× lower)"
+            f"{c.label}: {c.mine / c.theirs:.1f}× {c.peer}, the best peer ({mine} vs {theirs} {u})"
         )
-    figures = f"{number(theirs, 1)} {u} vs Conveyor {number(mine, 1)}"
-    return f"{label}: {peer} {figures} ({mine / theirs:.1f}× lower)"
+    if higher:
+        return f"{c.label}: {c.peer} {c.theirs / c.mine:.1f}× Conveyor ({theirs} vs {mine} {u})"
+    if c.mine <= c.theirs:
+        factor = c.theirs / c.mine
+        return (
+            f"{c.label}: {mine} {u} vs {theirs} for {c.peer}, the best peer ({factor:.1f}× lower)"
+        )
+    factor = c.mine / c.theirs
+    return f"{c.label}: {c.peer} {theirs} {u} vs Conveyor {mine} ({factor:.1f}× lower)"
+
+
+SAID = {
+    "leads": "Conveyor leads",
+    "even": "even (the ranges over the rounds overlap)",
+    "trails": "**Conveyor does not lead**",
+}
 
 
 def verdict_lines(res: Results) -> list[str]:
     """Where Conveyor leads and where it does not, against the best peer on each figure
-    (for queue wait, the best peer that kept up)."""
+    (for queue wait, the best peer that kept up in every round)."""
     higher = {label: h for label, _, _, h in METRICS}
-    said = {"leads": "Conveyor leads", "even": f"even (within {EVEN - 1:.0%})"}
-    lines = ["Conveyor against the best peer on each figure (medians of the rounds; for queue"]
-    lines += ["wait, the best peer that kept up):", ""]
+    lines = [
+        "Conveyor against the best peer on each figure (medians of the rounds; a lead is",
+        "claimed only where the two ranges over the rounds do not overlap; for queue wait,",
+        "the best peer that kept up in every round):",
+        "",
+    ]
+    found = comparisons(res)
     for wanted in ("leads", "even", "trails"):
-        for label, mine, peer, theirs, standing in comparisons(res):
-            if standing == wanted:
-                text = ratio_text(label, mine, peer, theirs, higher[label])
-                lines.append(f"- {said.get(standing, '**Conveyor does not lead**')} — {text}")
+        lines += [
+            f"- {SAID[wanted]} — {ratio_text(c, higher[c.label], res)}"
+            for c in found
+            if c.standing == wanted
+        ]
     return lines
 
 
@@ -351,8 +426,7 @@ def _bars(ax: Any, res: Results, series: list[tuple[str, str, str]], title: str)
             heights.append(mid)
             low.append(mid - min(values))
             high.append(max(values) - mid)
-            rate = workload.removeprefix("rate")
-            hatches.append("//" if rate.isdigit() and not res.kept_up(s, int(rate)) else "")
+            hatches.append("//" if is_steady(workload) and not res.kept_up(s, workload) else "")
         bars = ax.bar(xs, heights, width, yerr=[low, high], capsize=2, label=label or None)
         for bar, hatch in zip(bars, hatches, strict=True):
             bar.set_hatch(hatch)
@@ -360,7 +434,7 @@ def _bars(ax: Any, res: Results, series: list[tuple[str, str, str]], title: str)
     ax.set_yscale("log")
     ax.set_title(title)
     if len(series) > 1:
-        ax.legend()
+        ax.legend(loc="upper left", fontsize=8)
 
 
 #: What every reader of the tables should know (details: bench/peers/README.md).
@@ -406,6 +480,8 @@ def section(res: Results, source: str) -> list[str]:
         "",
         *throughput_table(res),
         "",
+        "\\* Not every round counted: the rounds that did not are listed at the end.",
+        "",
         *processes_lines(res),
     ]
     for rate in RATES:
@@ -432,27 +508,28 @@ def _invalid_lines(res: Results) -> list[str]:
     return ["Rows that failed the exactly-once check or did not run:", "", *bad, ""] if bad else []
 
 
-def short_text(label: str, mine: float, peer: str | None, theirs: float, higher: bool) -> str:
+def short_text(c: Comparison, higher: bool) -> str:
     """One comparison in a few words, for the README."""
-    u = unit(label, higher)
-    if peer is None:
-        return f"{label} (Conveyor kept up, p99 {number(mine, 1)} ms; no peer did)"
+    u = unit(c.label, higher)
+    if c.peer is None:
+        return f"{c.label} ({c.note})"
+    mine, theirs = number(c.mine, 1), number(c.theirs, 1)
     if higher:
-        if mine >= theirs:
-            return f"{label} ({mine / theirs:.1f}× {peer})"
-        return f"{label} ({peer} {theirs / mine:.1f}× faster)"
-    if mine <= theirs:
-        return f"{label} ({number(mine, 1)} vs {number(theirs, 1)} {u} for {peer})"
-    return f"{label} ({peer} {number(theirs, 1)} vs {number(mine, 1)} {u})"
+        if c.mine >= c.theirs:
+            return f"{c.label} ({c.mine / c.theirs:.1f}× {c.peer})"
+        return f"{c.label} ({c.peer} {c.theirs / c.mine:.1f}× faster)"
+    if c.mine <= c.theirs:
+        return f"{c.label} ({mine} vs {theirs} {u} for {c.peer})"
+    return f"{c.label} ({c.peer} {theirs} vs {mine} {u})"
 
 
 def readme_lines(res: Results, source: str) -> list[str]:
     """The README's lines: where Conveyor leads its best peer and where it does not."""
     higher = {label: h for label, _, _, h in METRICS}
     parts: dict[str, list[str]] = {"leads": [], "even": [], "trails": []}
-    for label, mine, peer, theirs, standing in comparisons(res):
-        if not label.startswith(("worker", "Redis")):
-            parts[standing].append(short_text(label, mine, peer, theirs, higher[label]))
+    for c in comparisons(res):
+        if not c.label.startswith(("worker", "Redis")):
+            parts[c.standing].append(short_text(c, higher[c.label]))
     d, host = res.data, res.data["host"]
     text = (
         f"**Against its peers** (`make bench-peers`, {d['date'][:10]}, {host['cpu']}, "
@@ -461,7 +538,7 @@ def readme_lines(res: Results, source: str) -> list[str]:
         "the best peer on each figure: Conveyor leads on " + "; ".join(parts["leads"]) + "."
     )
     if parts["even"]:
-        text += f" It is even (within {EVEN - 1:.0%}) on " + "; ".join(parts["even"]) + "."
+        text += " Even (the rounds overlap) on " + "; ".join(parts["even"]) + "."
     if parts["trails"]:
         text += " It does not lead on " + "; ".join(parts["trails"]) + "."
     return [text + f" Tables and caveats: [docs/benchmarks.md](docs/benchmarks.md#{ANCHOR})."]

@@ -160,25 +160,29 @@ def test_conveyor_adapter_holds_a_steady_rate(conveyor_session: workloads.Sessio
     assert 0 < figures["wait_p50_ms"] <= figures["wait_p99_ms"] <= figures["wait_max_ms"]
 
 
-def _results(drain: dict[str, float], enqueue: dict[str, float]) -> report.Results:
+def _results(drain: dict[str, list[float]], enqueue: dict[str, list[float]]) -> report.Results:
     rows = [
-        {"system": s, "workload": w, "round": 1, "valid": True, "figures": {"jobs_per_s": v}}
+        {"system": s, "workload": w, "round": i, "valid": True, "figures": {"jobs_per_s": v}}
         for w, values in (("drain", drain), ("enqueue", enqueue))
-        for s, v in values.items()
+        for s, series in values.items()
+        for i, v in enumerate(series, 1)
     ]
     return report.Results({"rows": rows, "versions": {}})
 
 
-def test_report_compares_conveyor_with_the_best_peer_and_calls_near_ties_even() -> None:
+def test_report_claims_a_lead_only_where_the_rounds_do_not_overlap() -> None:
     res = _results(
-        drain={"conveyor": 20_000.0, "huey": 5_000.0, "rq": 400.0},
-        enqueue={"conveyor": 10_000.0, "huey": 10_200.0, "rq": 30_000.0},
+        drain={"conveyor": [20_000.0, 18_000.0], "huey": [5_000.0, 6_000.0], "rq": [400.0]},
+        enqueue={"conveyor": [10_000.0, 12_000.0], "huey": [11_000.0, 30_000.0]},
     )
-    standings = {label: (peer, standing) for label, _, peer, _, standing in report.comparisons(res)}
-    assert standings["drain"] == ("huey", "leads")
-    assert standings["bulk enqueue"] == ("rq", "trails")
-    even = _results(drain={"conveyor": 10_000.0, "huey": 10_400.0}, enqueue={})
-    assert report.comparisons(even)[0][4] == "even"
+    found = {c.label: (c.peer, c.standing) for c in report.comparisons(res)}
+    assert found["drain"] == ("huey", "leads")
+    assert found["bulk enqueue"] == ("huey", "even")  # 11,000–30,000 overlaps 10,000–12,000
+    behind = _results(
+        drain={"conveyor": [1_000.0, 1_200.0], "huey": [5_000.0, 6_000.0]}, enqueue={}
+    )
+    (only,) = report.comparisons(behind)
+    assert (only.peer, only.standing, only.mine, only.theirs) == ("huey", "trails", 1_100, 5_500)
 
 
 def test_report_rewrites_only_its_own_section(tmp_path: Path) -> None:
