@@ -16,7 +16,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from conveyor.backends._sqlite_conn import parse_sqlite_url
+from conveyor.backends.sqlite._conn import parse_sqlite_url
 from conveyor.errors import BenchmarkError
 
 #: File systems that keep files in memory: a figure measured there is not a durable one.

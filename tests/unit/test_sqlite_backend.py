@@ -18,7 +18,7 @@ import pytest
 from conveyor.backends import backend_from_url
 from conveyor.backends.base import Retention
 from conveyor.backends.sqlite import SQLiteBackend, parse_sqlite_url
-from conveyor.backends.sqlite_migrations import LATEST_VERSION
+from conveyor.backends.sqlite.migrations import LATEST_VERSION
 from conveyor.errors import (
     BackendError,
     BackendUnavailableError,

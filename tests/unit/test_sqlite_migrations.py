@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conveyor.backends.sqlite_migrations import (
+from conveyor.backends.sqlite.migrations import (
     LATEST_VERSION,
     MIGRATIONS,
     SchemaTooNewError,

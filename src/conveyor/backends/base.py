@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol
 
 from conveyor.job import Job, JobStatus
 
@@ -272,7 +272,6 @@ class ScheduleStore(Protocol):
         """
 
 
-@runtime_checkable
 class Backend(LeaderLock, QueueControl, WorkerRegistry, DeliveryLog, ScheduleStore, Protocol):
     """A job store. See the module docstring for the contract."""
 

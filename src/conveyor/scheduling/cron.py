@@ -148,18 +148,6 @@ class Cron:
             return None
         return None
 
-    def fires_between(self, start: datetime, end: datetime, limit: int = 1000) -> list[datetime]:
-        """Fire times in ``(start, end]``, at most ``limit``."""
-        out: list[datetime] = []
-        current = start
-        while len(out) < limit:
-            nxt = self.next_after(current)
-            if nxt is None or nxt > end:
-                break
-            out.append(nxt)
-            current = nxt
-        return out
-
 
 def next_interval(anchor: datetime, every: float, after: datetime) -> datetime:
     """The first ``anchor + k * every`` strictly after ``after`` (k ≥ 0, every > 0 s).

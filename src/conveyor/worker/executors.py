@@ -29,10 +29,6 @@ class Executors:
         self._thread_pool: ThreadPoolExecutor | None = None
         self._process_pool: ProcessPool | None = None
 
-    @property
-    def process_restarts(self) -> int:
-        return 0 if self._process_pool is None else self._process_pool.restarts
-
     async def run(self, task: Task[Any, Any], job: Job) -> Any:
         """Run one attempt. Cancelling the caller stops async and process tasks."""
         mode = task.options_.mode

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from conveyor.backends.sqlite_migrations import SchemaTooNewError, migrate
+from conveyor.backends.sqlite.migrations import SchemaTooNewError, migrate
 from conveyor.errors import BackendError, BackendUnavailableError, ConfigurationError
 
 T = TypeVar("T")

@@ -6,12 +6,12 @@ import sqlite3
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from conveyor.backends._sqlite_conn import transaction
+from conveyor.backends.sqlite._conn import transaction
 
 T = TypeVar("T")
 
 
-class SQLiteLockMixin:
+class LockMixin:
     """``acquire_lock`` / ``release_lock`` for :class:`SQLiteBackend`."""
 
     _clock: Callable[[], float]

@@ -7,13 +7,13 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from conveyor.backends._common import worker_from_json, worker_to_json
-from conveyor.backends._sqlite_conn import transaction
 from conveyor.backends.base import WorkerInfo
+from conveyor.backends.sqlite._conn import transaction
 
 T = TypeVar("T")
 
 
-class SQLiteWorkersMixin:
+class WorkersMixin:
     """``register_worker`` / ``unregister_worker`` / ``list_workers``."""
 
     _clock: Callable[[], float]

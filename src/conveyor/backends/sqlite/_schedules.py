@@ -7,8 +7,8 @@ from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 from conveyor.backends._schedule_codec import definition_json, read_or_skip
-from conveyor.backends._sqlite_conn import transaction
 from conveyor.backends.base import Fire, Schedule
+from conveyor.backends.sqlite._conn import transaction
 
 T = TypeVar("T")
 
@@ -16,7 +16,7 @@ _SELECT = "SELECT id, definition, next_run_at, last_run_at, last_job_id FROM sch
 _BUMP = "UPDATE schedule_version SET version = version + 1 WHERE id = 1"
 
 
-class SQLiteSchedulesMixin:
+class SchedulesMixin:
     """``ScheduleStore`` for :class:`SQLiteBackend`.
 
     Every change of a definition bumps ``schedule_version`` in the same transaction, so a

@@ -1,8 +1,4 @@
-"""An in-process store for tests and notebooks (``memory://``).
-
-Thread-safe: a worker's heartbeat thread may call into it while the event loop runs.
-Nothing survives the process.
-"""
+"""The :class:`InMemoryBackend` class."""
 
 from __future__ import annotations
 
@@ -24,8 +20,6 @@ from conveyor.backends._common import (
     parse_event_number,
     reset_for_retry,
 )
-from conveyor.backends._memory_registry import MemoryRegistryMixin
-from conveyor.backends._memory_schedules import MemorySchedulesMixin
 from conveyor.backends.base import (
     EnqueueResult,
     Event,
@@ -35,11 +29,13 @@ from conveyor.backends.base import (
     QueueStats,
     Retention,
 )
+from conveyor.backends.memory._registry import RegistryMixin
+from conveyor.backends.memory._schedules import SchedulesMixin
 from conveyor.errors import ConflictError, HistoryTruncatedError, JobNotFoundError, QueueFullError
 from conveyor.job import Job, JobStatus
 
 
-class InMemoryBackend(MemoryRegistryMixin, MemorySchedulesMixin):
+class InMemoryBackend(RegistryMixin, SchedulesMixin):
     """A :class:`~conveyor.backends.base.Backend` that keeps everything in dicts and heaps.
 
     Args:

@@ -10,7 +10,7 @@ from conveyor.backends.base import WorkerInfo
 from conveyor.job import Job
 
 
-class MemoryRegistryMixin:
+class RegistryMixin:
     """``WorkerRegistry`` and ``DeliveryLog`` for :class:`InMemoryBackend`."""
 
     _lock: threading.Lock

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TypeVar
 
 from conveyor.backends._common import QUEUE_FULL_RETRY_AFTER
-from conveyor.backends._sqlite_conn import transaction, wake
+from conveyor.backends.sqlite._conn import transaction, wake
 from conveyor.errors import QueueFullError
 from conveyor.serialization import dumps
 
@@ -46,7 +46,7 @@ def check_room(conn: sqlite3.Connection, adding: Mapping[str, int]) -> None:
             raise QueueFullError(queue, QUEUE_FULL_RETRY_AFTER)
 
 
-class SQLiteQueuesMixin:
+class QueuesMixin:
     """``configure_queue`` / ``pause_queue`` / ``resume_queue`` for :class:`SQLiteBackend`."""
 
     _key: str

@@ -1,24 +1,4 @@
-"""The embedded store (``sqlite:///relative.db``, ``sqlite:////absolute.db``).
-
-Durable and safe for several local processes (API, workers, scheduler) sharing one file:
-
-- WAL journal, ``synchronous=FULL`` by default, so an acknowledged write survives power
-  loss. ``?synchronous=NORMAL`` is faster but only survives an application crash (the
-  last commits may be lost if the machine loses power). ``?timeout=S`` sets how long a
-  writer waits for the lock (default 5 s).
-- Every write is one ``BEGIN IMMEDIATE`` transaction, so two processes claiming jobs
-  serialize on the write lock and never hand out the same job twice.
-- All database work of one instance runs on one dedicated thread that owns the
-  connection. Each public coroutine makes exactly one hop to that thread, carrying its
-  whole transaction, so an instance may be used from any event loop and thread.
-- An idle worker's ``wait_for_work`` wakes at once for an enqueue made through any
-  instance in this process, within ``poll_interval`` (20 ms) for a commit made by another
-  process (seen through ``PRAGMA data_version``), and at the next delayed job's due time
-  or lease expiry.
-
-``sqlite:///:memory:`` is refused: each connection would get its own empty database, so
-processes and event loops would not share jobs. Use ``memory://`` for that.
-"""
+"""The :class:`SQLiteBackend` class: enqueue, claim, complete, records, events."""
 
 from __future__ import annotations
 
@@ -44,9 +24,17 @@ from conveyor.backends._common import (
     parse_event_number,
     reset_for_retry,
 )
-from conveyor.backends._sqlite_conn import (
+from conveyor.backends.base import (
+    EnqueueResult,
+    Event,
+    JobFilter,
+    JobPage,
+    Outcome,
+    QueueStats,
+    Retention,
+)
+from conveyor.backends.sqlite._conn import (
     FileIdentity,
-    SQLiteOptions,
     connect,
     moved_away,
     parse_sqlite_url,
@@ -56,10 +44,10 @@ from conveyor.backends._sqlite_conn import (
     unsubscribe,
     wake,
 )
-from conveyor.backends._sqlite_delivery import SQLiteDeliveryMixin
-from conveyor.backends._sqlite_lock import SQLiteLockMixin
-from conveyor.backends._sqlite_queues import SQLiteQueuesMixin, check_room, paused_among
-from conveyor.backends._sqlite_rows import (
+from conveyor.backends.sqlite._delivery import DeliveryMixin
+from conveyor.backends.sqlite._lock import LockMixin
+from conveyor.backends.sqlite._queues import QueuesMixin, check_room, paused_among
+from conveyor.backends.sqlite._rows import (
     COLUMNS,
     FINISHED,
     IDS,
@@ -70,17 +58,8 @@ from conveyor.backends._sqlite_rows import (
     job_to_row,
     state_row,
 )
-from conveyor.backends._sqlite_schedules import SQLiteSchedulesMixin
-from conveyor.backends._sqlite_workers import SQLiteWorkersMixin
-from conveyor.backends.base import (
-    EnqueueResult,
-    Event,
-    JobFilter,
-    JobPage,
-    Outcome,
-    QueueStats,
-    Retention,
-)
+from conveyor.backends.sqlite._schedules import SchedulesMixin
+from conveyor.backends.sqlite._workers import WorkersMixin
 from conveyor.errors import (
     BackendUnavailableError,
     ConflictError,
@@ -92,8 +71,6 @@ from conveyor.serialization import dumps, loads
 
 T = TypeVar("T")
 _EventRow = tuple[int, str, str, float, str]
-
-__all__ = ["SQLiteBackend", "SQLiteOptions", "parse_sqlite_url"]
 
 logger = logging.getLogger(__name__)
 
@@ -112,11 +89,11 @@ class _Probe:
 
 
 class SQLiteBackend(
-    SQLiteLockMixin,
-    SQLiteQueuesMixin,
-    SQLiteWorkersMixin,
-    SQLiteDeliveryMixin,
-    SQLiteSchedulesMixin,
+    LockMixin,
+    QueuesMixin,
+    WorkersMixin,
+    DeliveryMixin,
+    SchedulesMixin,
 ):
     """A :class:`~conveyor.backends.base.Backend` on one SQLite file.
 

@@ -14,7 +14,7 @@ def _copy(schedule: Schedule) -> Schedule:
     return dataclasses.replace(schedule, args=list(schedule.args), kwargs=dict(schedule.kwargs))
 
 
-class MemorySchedulesMixin:
+class SchedulesMixin:
     """``ScheduleStore`` for :class:`InMemoryBackend`: a dict of schedules and a counter."""
 
     _lock: threading.Lock

@@ -6,13 +6,13 @@ import sqlite3
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from conveyor.backends._sqlite_conn import transaction
+from conveyor.backends.sqlite._conn import transaction
 from conveyor.serialization import dumps
 
 T = TypeVar("T")
 
 
-class SQLiteDeliveryMixin:
+class DeliveryMixin:
     """``record_webhook`` / ``get_cursor`` / ``set_cursor``."""
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:  # provided by the store
