@@ -14,7 +14,6 @@ import orjson
 import pytest
 
 from conveyor import Conveyor
-from conveyor.api import create_app
 from conveyor.backends.base import Backend, JobFilter
 from conveyor.backends.redis import RedisBackend
 from conveyor.backends.sqlite import SQLiteBackend
@@ -40,6 +39,8 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 @pytest.fixture
 async def conveyor(store_url: str) -> AsyncIterator[Conveyor]:
+    """The API tests' app (whose ``client`` fixture serves it) on each store, with a task
+    returning results of any size."""
     app = make_conveyor(store_url)
 
     @app.task()
@@ -48,13 +49,6 @@ async def conveyor(store_url: str) -> AsyncIterator[Conveyor]:
 
     yield app
     await app.aclose()
-
-
-@pytest.fixture
-async def client(conveyor: Conveyor) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=create_app(conveyor))
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
-        yield c
 
 
 async def submit_text(client: httpx.AsyncClient, size: int) -> str:
