@@ -5,6 +5,7 @@
     ConveyorError
     ├── ConfigurationError          bad URL, setting or APP path
     ├── SerializationError          a value that is not JSON
+    │   └── ResultTooLargeError     a result over CONVEYOR_MAX_RESULT_BYTES
     ├── ValidationError             input the edge refuses
     │   ├── UnknownTaskError        no task registered under that name
     │   └── InvalidArgumentsError   arguments the task cannot take
@@ -42,6 +43,26 @@ class ConfigurationError(ConveyorError):
 
 class SerializationError(ConveyorError):
     """A value that cannot be carried as JSON."""
+
+
+class ResultTooLargeError(SerializationError):
+    """A task's result whose JSON is larger than the store takes
+    (``CONVEYOR_MAX_RESULT_BYTES``); its job fails without retrying.
+
+    Args:
+        what: the value, as messages name it ("result of task 'report'").
+        size: the size of its JSON, in bytes.
+        limit: the most bytes allowed.
+    """
+
+    def __init__(self, what: str, size: int, limit: int) -> None:
+        super().__init__(
+            f"{what} is {size:,} bytes of JSON, over the limit of {limit:,} "
+            "(CONVEYOR_MAX_RESULT_BYTES); store large outputs elsewhere and return a "
+            "reference to them"
+        )
+        self.size = size
+        self.limit = limit
 
 
 class ValidationError(ConveyorError):

@@ -83,7 +83,9 @@ def task_error(
 class Job:
     """One job as the store keeps it. Inert data: operations live on the backend.
 
-    Instants are float seconds since the Unix epoch (UTC).
+    Instants are float seconds since the Unix epoch (UTC). ``omitted_result_bytes`` is
+    set only on jobs of a listing that left a large result out (``result`` is then
+    None): the size of its JSON.
     """
 
     id: str
@@ -109,6 +111,7 @@ class Job:
     webhook: dict[str, Any] | None = None
     lease_owner: str | None = None
     lease_expires_at: float | None = None
+    omitted_result_bytes: int | None = None
 
     def copy(self, **changes: Any) -> Job:
         """Return a shallow copy with some fields changed (as ``dataclasses.replace``).

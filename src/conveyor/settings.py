@@ -42,6 +42,7 @@ class Settings:
     idempotency_ttl_seconds: float = 86_400.0
     api_tokens: tuple[str, ...] = field(default=(), repr=False)
     max_body_bytes: int = 1_048_576
+    max_result_bytes: int = 1_048_576
     webhook_allow_private: bool = False
     webhook_max_attempts: int = 8
     webhook_timeout_seconds: float = 10.0
@@ -65,8 +66,9 @@ class Settings:
         ):
             if getattr(self, name) <= 0:
                 raise ConfigurationError(f"{ENV_PREFIX}{name.upper()} must be positive")
-        if self.max_body_bytes <= 0:
-            raise ConfigurationError(f"{ENV_PREFIX}MAX_BODY_BYTES must be positive")
+        for name in ("max_body_bytes", "max_result_bytes"):
+            if getattr(self, name) <= 0:
+                raise ConfigurationError(f"{ENV_PREFIX}{name.upper()} must be positive")
         if not self.url:
             raise ConfigurationError(f"{ENV_PREFIX}URL must not be empty")
 

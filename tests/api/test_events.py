@@ -35,6 +35,7 @@ from conveyor.api.events import (
 from conveyor.api.events.sse import _without_overlap
 from conveyor.backends.base import Backend, Event, Outcome, OutcomeKind
 from conveyor.job import Job
+from conveyor.results import INLINE_RESULT_MAX
 
 from .conftest import assert_error
 
@@ -666,7 +667,7 @@ async def open_raw_stream(
 
 async def test_slow_client_is_dropped_over_the_wire() -> None:
     conveyor = make_conveyor("memory://")
-    big = "x" * 65536
+    big = "x" * (INLINE_RESULT_MAX - 2)  # the largest result an event carries
     async with (
         serving(conveyor, send_buffer=16384, queue_size=20) as live,
         httpx.AsyncClient(base_url=live.base_url, timeout=10) as http,
@@ -675,8 +676,8 @@ async def test_slow_client_is_dropped_over_the_wire() -> None:
         slow_reader, slow_writer = await open_raw_stream(live.port, receive_buffer=4096)
         try:
             await wait_until(lambda: live.hub.subscriber_count == 2)
-            reading = asyncio.create_task(fast.events(40, timeout=20))
-            completed = [await run_job(http, live.backend, result=big) for _ in range(40)]
+            reading = asyncio.create_task(fast.events(100, timeout=20))
+            completed = [await run_job(http, live.backend, result=big) for _ in range(100)]
             assert [e["jobId"] for e in await reading] == completed
             await wait_until(lambda: live.hub.subscriber_count == 1)
             # Once it reads, the slow client finds an error message, then the stream's end.

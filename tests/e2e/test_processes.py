@@ -8,6 +8,7 @@ import random
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -55,6 +56,15 @@ def _wait_all_finished(client: httpx.Client, ids: list[str], timeout: float) -> 
             statuses[job_id] = client.get(f"/api/v1/jobs/{job_id}").json()["status"]
         time.sleep(0.2)
     return statuses
+
+
+def wait_for_log(path: Path, text: str, proc: Any, timeout: float = 30) -> None:
+    """Wait until the process has written ``text`` to its log."""
+    deadline = time.monotonic() + timeout
+    while text not in path.read_text():
+        assert proc.poll() is None, path.read_text()
+        assert time.monotonic() < deadline, f"{text!r} not in {path.name} after {timeout}s"
+        time.sleep(0.02)
 
 
 def test_sigkill_mid_batch_loses_nothing(tmp_path: Path) -> None:
@@ -153,11 +163,7 @@ def test_an_idle_process_exits_at_once_on_sigterm(tmp_path: Path, command: str) 
         args += ("--port", str(port))
     proc = conveyor(*args, env=env, log=tmp_path / "run.log")
     if command == "worker":
-        deadline = time.monotonic() + 30
-        while "consuming" not in (tmp_path / "run.log").read_text():
-            assert proc.poll() is None
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
+        wait_for_log(tmp_path / "run.log", "consuming", proc)
     else:
         wait_ready(f"http://127.0.0.1:{port}", proc)
     started = time.monotonic()
@@ -182,7 +188,6 @@ def test_two_workers_on_one_sqlite_file_run_each_job_once(tmp_path: Path) -> Non
         finally:
             await app.aclose()
 
-    ids = asyncio.run(enqueue())
     workers = [
         conveyor(
             "worker", HISTORY_APP, "--concurrency", "50", env=env, log=tmp_path / f"worker{i}.log"
@@ -190,6 +195,11 @@ def test_two_workers_on_one_sqlite_file_run_each_job_once(tmp_path: Path) -> Non
         for i in range(2)
     ]
     try:
+        # Both consume before the jobs arrive: a worker that starts late would find the
+        # other one done already, and show nothing about sharing one file.
+        for i, worker in enumerate(workers):
+            wait_for_log(tmp_path / f"worker{i}.log", "consuming", worker)
+        ids = asyncio.run(enqueue())
         deadline = time.monotonic() + 120
         while len(History.read(history_dir).finishes) < len(ids) and time.monotonic() < deadline:
             time.sleep(0.1)

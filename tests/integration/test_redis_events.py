@@ -7,6 +7,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 
+import orjson
 import pytest
 from redis.asyncio import Redis
 
@@ -142,6 +143,30 @@ async def test_outcome_events_are_the_same_whichever_way_the_outcome_is_fenced(
     assert released is not None
     assert (retried.status, retried.attempts, retried.error) == ("pending", 1, err)
     assert (released.status, released.attempts) == ("pending", 0)
+
+
+@pytest.mark.parametrize("fenced_by", ["token", "record"])
+async def test_a_large_result_is_left_out_of_its_event_whichever_way_it_is_fenced(
+    store: RedisBackend, fenced_by: str
+) -> None:
+    large, small = {"rows": ["x" * 100] * 100}, {"n": 1}
+    jobs = [make_job(type="t", queue="big") for _ in range(2)]
+    await enqueue(store, *jobs)
+    a, b = (await store.fetch(["big"], "w1", 2, 30.0))[:2]
+    if fenced_by == "record":
+        store._held.clear()  # as if another process had fetched them
+    outcomes = [done(a, "w1", result=large), done(b, "w1", result=small)]
+    assert await store.complete(outcomes) == [True, True]
+    events = {e.job_id: e for e in await store.read_events(None, 1000) if e.type == "job_completed"}
+    head = {"attempt": 1, "queue": "big", "taskType": "t"}
+    size = len(orjson.dumps(large))
+    assert events[a.id].data == {**head, "resultOmitted": True, "resultBytes": size}
+    assert events[b.id].data == {**head, "result": small}
+    raw = await store.client.xrange(store.keys("big").events)
+    assert max(len(value) for _, fields in raw for value in fields.values()) < 1000
+    record = await store.get_job(a.id)
+    assert record is not None
+    assert record.result == large
 
 
 class Clock:

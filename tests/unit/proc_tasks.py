@@ -36,3 +36,8 @@ def die() -> None:
 @app.task(mode="process", retries=3)
 def not_a_number() -> float:
     return float("nan")
+
+
+@app.task(mode="process", retries=3)
+def text(size: int) -> str:
+    return "x" * size

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from conveyor.backends import backend_from_url
-from conveyor.backends.base import Retention
+from conveyor.backends.base import JobFilter, Outcome, OutcomeKind, Retention
 from conveyor.backends.sqlite import SQLiteBackend, parse_sqlite_url
 from conveyor.backends.sqlite.migrations import LATEST_VERSION
 from conveyor.errors import (
@@ -27,6 +27,7 @@ from conveyor.errors import (
     ValidationError,
 )
 from conveyor.job import Job, JobStatus, new_job_id
+from conveyor.results import INLINE_RESULT_MAX
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -439,3 +440,28 @@ async def test_another_process_enqueue_wakes_a_waiter(backend: SQLiteBackend, ur
     (fetched,) = await backend.fetch(["default"], "w", 1, 30)
     assert fetched.id == job_id
     assert fetched.status is JobStatus.RUNNING
+
+
+# -- result sizes -------------------------------------------------------------------------
+async def test_results_stored_before_their_size_was_recorded_are_measured_when_listed(
+    backend: SQLiteBackend,
+) -> None:
+    large, small = "x" * INLINE_RESULT_MAX, "y"
+    jobs = [job(), job()]
+    await backend.enqueue(jobs, idempotency_ttl=60)
+    leased = {j.id: j for j in await backend.fetch(["default"], "w", 2, 30)}
+    outcomes = [
+        Outcome(j.id, "w", leased[j.id].attempts, OutcomeKind.COMPLETED, result=r)
+        for j, r in zip(jobs, (large, small), strict=True)
+    ]
+    assert await backend.complete(outcomes) == [True, True]
+    with sqlite3.connect(backend.path) as conn:
+        sizes = dict(conn.execute("SELECT id, result_bytes FROM jobs").fetchall())
+        assert sizes == {jobs[0].id: INLINE_RESULT_MAX + 2, jobs[1].id: 3}
+        conn.execute("UPDATE jobs SET result_bytes = NULL")  # as a version-4 file left them
+    listed = {j.id: j for j in (await backend.list_jobs(JobFilter(), limit=10)).items}
+    assert (listed[jobs[0].id].result, listed[jobs[0].id].omitted_result_bytes) == (
+        None,
+        INLINE_RESULT_MAX + 2,
+    )
+    assert (listed[jobs[1].id].result, listed[jobs[1].id].omitted_result_bytes) == (small, None)

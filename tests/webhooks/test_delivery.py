@@ -43,6 +43,10 @@ def make_app(url: str = "memory://", **settings: Any) -> Conveyor:
     async def slow() -> None:
         await asyncio.sleep(30)
 
+    @app.task()
+    async def text(size: int) -> str:
+        return "x" * size
+
     return app
 
 
@@ -368,6 +372,32 @@ def durable_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return f"sqlite:///{tmp_path / 'hooks.db'}"
     server = request.getfixturevalue("redis_server")
     return f"{server.url}?prefix=hooks-{uuid.uuid4().hex[:10]}"
+
+
+async def test_a_result_too_large_for_its_event_is_delivered_in_full(
+    durable_url: str, receiver: Receiver
+) -> None:
+    app = make_app(durable_url)
+    size = 200_000  # left out of its job_completed event: read from the job's record
+    try:
+        deliverer = Running(fast(app))
+        try:
+            async with running(Worker(app)):
+                job = await app.get_task("text").options(callback_url=receiver.url).enqueue(size)
+                await receiver.wait_for(1)
+                await webhook_state(app, job.id, "delivered")
+        finally:
+            await deliverer.stop()
+        backend = await app.backend()
+        (event,) = [e for e in await backend.read_events(None, 100) if e.type == "job_completed"]
+        assert "result" not in event.data
+        assert event.data["resultBytes"] == size + 2
+        (got,) = receiver.received
+        body = orjson.loads(got.body)
+        assert (body["jobId"], body["status"]) == (job.id, "completed")
+        assert body["result"] == "x" * size
+    finally:
+        await app.aclose()
 
 
 async def completed_count(app: Conveyor) -> int:

@@ -24,6 +24,7 @@ from conveyor.limits import (
     TASK_NAME_MAX,
     TIMEOUT_MAX,
 )
+from conveyor.results import INLINE_RESULT_MAX, omitted_result
 
 #: The longest delay a job may be submitted with: ten years.
 MAX_DELAY_SECONDS = 315_360_000.0
@@ -159,7 +160,9 @@ def render_job(job: Job) -> dict[str, Any]:
     }
     if job.args and job.kwargs:  # positional-only and keyword arguments together
         out["args"] = list(job.args)
-    if job.status is JobStatus.COMPLETED:
+    if job.omitted_result_bytes is not None:  # a listing left a large result out
+        out.update(omitted_result(job.omitted_result_bytes))
+    elif job.status is JobStatus.COMPLETED:
         out["result"] = job.result
     if job.error is not None:
         out["error"] = job.error
@@ -212,7 +215,17 @@ class JobOut(_Camel):
     progress: int = Field(ge=0, le=100)
     parameters: dict[str, Any] | list[Any]
     args: list[Any] | None = Field(None, description="positional arguments, when both kinds")
-    result: Any = Field(None, description="present when completed")
+    result: Any = Field(
+        None,
+        description="present when completed; in a listing, only up to "
+        f"{INLINE_RESULT_MAX} bytes of JSON (larger: `resultOmitted`, `resultBytes`)",
+    )
+    result_omitted: bool | None = Field(
+        None, description="in a listing: the result is too large to list; GET the job"
+    )
+    result_bytes: int | None = Field(
+        None, description="with `resultOmitted`: the size of the result's JSON in bytes"
+    )
     error: ErrorInfo | None = Field(None, description="present when the job failed")
     attempts: int
     max_retries: int

@@ -11,6 +11,7 @@ from typing import Any
 from conveyor.backends.base import Outcome, OutcomeKind, WorkerInfo
 from conveyor.errors import ConflictError, ValidationError
 from conveyor.job import Job, JobStatus, task_error
+from conveyor.results import INLINE_RESULT_MAX, inline_result
 from conveyor.serialization import dumps, loads
 
 #: How many events a store's feed keeps at least, so SSE clients can resume.
@@ -68,17 +69,43 @@ def parse_event_number(cursor: str | None) -> int | None:
     return number
 
 
-def outcome_event_data(outcome: Outcome, job: Job) -> dict[str, Any]:
-    """The payload of the event an outcome publishes."""
+def encoded_result(outcome: Outcome) -> bytes:
+    """A completed outcome's result as JSON: the worker's bytes, else encoded here."""
+    if outcome.result_json is not None:
+        return outcome.result_json
+    return dumps(outcome.result, what=f"result of job {outcome.job_id}")
+
+
+def outcome_event_data(
+    outcome: Outcome, job: Job, result_json: bytes | None = None
+) -> dict[str, Any]:
+    """The payload of the event an outcome publishes.
+
+    Args:
+        outcome: the outcome.
+        job: its job's record.
+        result_json: the result's JSON, when the caller has it (a completion's size
+            decides whether the event carries the result, see :mod:`conveyor.results`).
+    """
     data: dict[str, Any] = {"attempt": outcome.attempt, "queue": job.queue, "taskType": job.type}
     if outcome.kind is OutcomeKind.COMPLETED:
-        data["result"] = outcome.result
+        size = len(encoded_result(outcome) if result_json is None else result_json)
+        data.update(inline_result(outcome.result, size))
     elif outcome.kind is OutcomeKind.FAILED:
         data["error"] = outcome.error
     elif outcome.kind is OutcomeKind.RETRY:
         data["error"] = outcome.error
         data["runAt"] = outcome.retry_at
     return data
+
+
+def leave_out_large_result(job: Job, size: int | None) -> Job:
+    """``job`` as a listing shows it: a result of more than
+    :data:`~conveyor.results.INLINE_RESULT_MAX` bytes (``size``) left out."""
+    if size is not None and size > INLINE_RESULT_MAX:
+        job.result = None
+        job.omitted_result_bytes = size
+    return job
 
 
 def apply_outcome(job: Job, outcome: Outcome, now: float) -> None:

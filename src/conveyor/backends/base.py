@@ -36,6 +36,10 @@ class Outcome:
 
     ``worker_id`` and ``attempt`` fence the report: it is applied only if the job is
     still running, leased to that worker, on that attempt.
+
+    ``result_json`` is ``result`` as JSON when the worker has encoded it already (it
+    does, measuring it against ``CONVEYOR_MAX_RESULT_BYTES``): stores keep these bytes
+    instead of encoding ``result`` again.
     """
 
     job_id: str
@@ -45,6 +49,7 @@ class Outcome:
     result: Any = None
     error: dict[str, Any] | None = None
     retry_at: float | None = None
+    result_json: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -327,7 +332,9 @@ class Backend(LeaderLock, QueueControl, WorkerRegistry, DeliveryLog, ScheduleSto
         """Apply attempt outcomes in one round trip; one flag per outcome.
 
         A flag is False when the fence refused the outcome (the job is no longer
-        running under that worker and attempt).
+        running under that worker and attempt). A ``job_completed`` event carries the
+        result up to :data:`~conveyor.results.INLINE_RESULT_MAX` bytes of JSON; past
+        that, ``resultOmitted`` and ``resultBytes`` instead (the record keeps it).
         """
 
     async def set_progress(self, job_id: str, attempt: int, progress: int) -> bool:
@@ -346,7 +353,12 @@ class Backend(LeaderLock, QueueControl, WorkerRegistry, DeliveryLog, ScheduleSto
     async def list_jobs(
         self, filter: JobFilter, *, limit: int, cursor: str | None = None
     ) -> JobPage:
-        """List jobs, newest first."""
+        """List jobs, newest first.
+
+        A result over :data:`~conveyor.results.INLINE_RESULT_MAX` bytes of JSON is left
+        out (and, where the store allows, not even read): its job has ``result`` None
+        and ``omitted_result_bytes`` its size. :meth:`get_job` has it.
+        """
 
     async def cancel(self, job_id: str) -> Job:
         """Cancel a pending or running job and return its record.

@@ -4,7 +4,8 @@
 cancellation could not be honoured; here each child is ours to kill. A killed child is
 replaced on the next job. Children are started with the ``spawn`` method (no copy of the
 worker's threads and sockets) and load the app by its spec, so task code is imported, never
-sent. Requests and replies are JSON.
+sent. Requests are JSON; a reply is ``+`` and the result's JSON (encoded and measured
+once, in the child), or ``-`` and a JSON error.
 """
 
 from __future__ import annotations
@@ -19,17 +20,27 @@ import signal
 from multiprocessing.process import BaseProcess
 from typing import Any
 
-from conveyor.errors import ConfigurationError, NonRetryableError, SerializationError
+from conveyor.errors import (
+    ConfigurationError,
+    NonRetryableError,
+    ResultTooLargeError,
+    SerializationError,
+)
+from conveyor.results import encode_result
 from conveyor.serialization import dumps, loads
 
 
 class ChildError(Exception):
-    """An exception raised by task code in a child, carried back as data."""
+    """An exception raised by task code in a child, carried back as data; ``reason`` is
+    the failure's reason (``exception``, ``serialization``, ``result_too_large``)."""
 
-    def __init__(self, exception_type: str, message: str, retryable: bool) -> None:
+    def __init__(
+        self, exception_type: str, message: str, retryable: bool, reason: str = "exception"
+    ) -> None:
         super().__init__(message)
         self.exception_type = exception_type
         self.retryable = retryable
+        self.reason = reason
 
 
 class ChildDiedError(Exception):
@@ -47,7 +58,9 @@ def _resolve(app_spec: str | None, task_name: str, module: str, qualname: str) -
     return getattr(obj, "fn", obj)
 
 
-def _child_main(conn: multiprocessing.connection.Connection, app_spec: str | None) -> None:
+def _child_main(
+    conn: multiprocessing.connection.Connection, app_spec: str | None, max_result_bytes: int
+) -> None:
     # The parent decides when a child stops; Ctrl-C in the terminal must not kill it
     # mid-job before the parent has drained.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -68,20 +81,23 @@ def _child_main(conn: multiprocessing.connection.Connection, app_spec: str | Non
         except BaseException as exc:  # report everything; the child must keep serving
             reply = _error_reply(exc, retryable=not isinstance(exc, NonRetryableError))
         else:
+            what = f"result of task {request['task']!r}"
             try:
-                reply = dumps({"ok": True, "result": result}, what="result")
-            except SerializationError as exc:  # another attempt would return the same
-                reply = _error_reply(exc, retryable=False)
+                reply = b"+" + encode_result(result, limit=max_result_bytes, what=what)
+            except ResultTooLargeError as exc:  # another attempt would return the same
+                reply = _error_reply(exc, retryable=False, reason="result_too_large")
+            except SerializationError as exc:
+                reply = _error_reply(exc, retryable=False, reason="serialization")
         conn.send_bytes(reply)
 
 
-def _error_reply(exc: BaseException, *, retryable: bool) -> bytes:
-    return dumps(
+def _error_reply(exc: BaseException, *, retryable: bool, reason: str = "exception") -> bytes:
+    return b"-" + dumps(
         {
-            "ok": False,
             "type": f"{type(exc).__module__}.{type(exc).__qualname__}",
             "message": str(exc) or type(exc).__name__,
             "retryable": retryable,
+            "reason": reason,
         }
     )
 
@@ -110,11 +126,14 @@ class ProcessPool:
         size: the most children alive at once.
         app_spec: how children load the app (``module:attr`` or ``file.py:attr``);
             without it, task functions are imported from their defining module.
+        max_result_bytes: the largest result (bytes of JSON) a child sends back; a
+            larger one fails in the child, so it never crosses the pipe.
     """
 
-    def __init__(self, size: int, app_spec: str | None) -> None:
+    def __init__(self, size: int, app_spec: str | None, max_result_bytes: int = 1_048_576) -> None:
         self._size = size
         self._spec = app_spec
+        self._max_result_bytes = max_result_bytes
         self._ctx = multiprocessing.get_context("spawn")
         self._idle: list[_Child] = []
         self._busy: set[_Child] = set()
@@ -122,13 +141,16 @@ class ProcessPool:
         self._reapers: set[asyncio.Future[None]] = set()
         self.restarts = 0
 
-    async def run(self, task_name: str, fn: Any, args: list[Any], kwargs: dict[str, Any]) -> Any:
-        """Run ``fn(*args, **kwargs)`` in a child and return its result.
+    async def run(
+        self, task_name: str, fn: Any, args: list[Any], kwargs: dict[str, Any]
+    ) -> tuple[Any, bytes]:
+        """Run ``fn(*args, **kwargs)`` in a child; return its result and the result's JSON.
 
         Cancelling the caller (timeout, job cancelled, shutdown) kills the child.
 
         Raises:
-            ChildError: the task raised; its type and message are attached.
+            ChildError: the task raised, or its result could not be sent (no JSON form,
+                too large); type, message and reason are attached.
             ChildDiedError: the child died before answering.
         """
         module, qualname = fn.__module__, fn.__qualname__
@@ -161,9 +183,11 @@ class ProcessPool:
                     self._idle.append(child)
                 else:
                     self._discard(child)
-        if reply["ok"]:
-            return reply["result"]
-        raise ChildError(reply["type"], reply["message"], reply["retryable"])
+        if reply[:1] == b"+":
+            encoded = reply[1:]
+            return loads(encoded), encoded
+        error = loads(reply[1:])
+        raise ChildError(error["type"], error["message"], error["retryable"], error["reason"])
 
     def _discard(self, child: _Child) -> None:
         """Kill a child that timed out, was cancelled or died, and reap it in the background."""
@@ -177,7 +201,7 @@ class ProcessPool:
         parent_conn, child_conn = self._ctx.Pipe(duplex=True)
         process = self._ctx.Process(
             target=_child_main,
-            args=(child_conn, self._spec),
+            args=(child_conn, self._spec, self._max_result_bytes),
             name="conveyor-process-task",
             daemon=True,
         )
@@ -185,7 +209,7 @@ class ProcessPool:
         child_conn.close()
         return _Child(process, parent_conn)
 
-    async def _receive(self, child: _Child) -> dict[str, Any]:
+    async def _receive(self, child: _Child) -> bytes:
         loop = asyncio.get_running_loop()
         ready: asyncio.Future[None] = loop.create_future()
         fd = child.conn.fileno()
@@ -207,8 +231,7 @@ class ProcessPool:
                 if child.process.exitcode is not None
                 else "process closed its pipe"
             ) from None
-        reply: dict[str, Any] = loads(data)
-        return reply
+        return data
 
     async def aclose(self) -> None:
         """Stop every child (busy ones are killed)."""

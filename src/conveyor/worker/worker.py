@@ -27,11 +27,11 @@ from conveyor.errors import (
     ConveyorError,
     NonRetryableError,
     OutcomeStoreError,
+    ResultTooLargeError,
     Retry,
     SerializationError,
 )
 from conveyor.job import Job, task_error
-from conveyor.serialization import dumps
 from conveyor.task import Task
 from conveyor.worker.completer import Completer, CompleterStats
 from conveyor.worker.executors import Executors
@@ -104,7 +104,10 @@ class Worker:
         self.id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.stats = WorkerStats()
         self._executors = Executors(
-            threads=concurrency, processes=processes or os.cpu_count() or 1, app_spec=app.spec
+            threads=concurrency,
+            processes=processes or os.cpu_count() or 1,
+            app_spec=app.spec,
+            max_result_bytes=app.settings.max_result_bytes,
         )
         self._running: dict[str, tuple[asyncio.Task[None], int]] = {}
         self._leases: dict[str, int] = {}
@@ -380,15 +383,16 @@ class Worker:
         set_current(JobContext(job, backend.set_progress, loop))
         timed_out = False
         try:
+            # The result comes back encoded (and measured against the limit) once: the
+            # store keeps those bytes.
             if job.timeout is None:  # no timer: entering one costs about 2 µs per job
-                result = await self._executors.run(task, job)
+                result, encoded = await self._executors.run(task, job)
             else:
                 async with asyncio.timeout(job.timeout) as scope:
                     try:
-                        result = await self._executors.run(task, job)
+                        result, encoded = await self._executors.run(task, job)
                     finally:
                         timed_out = scope.expired()
-            dumps(result, what=f"result of task {task.name!r}")
         except asyncio.CancelledError:
             reason = self._cancel_reasons.get(job.id)
             if reason is None:
@@ -408,20 +412,27 @@ class Worker:
             return self._failure(task, job, exc)
         except Retry as exc:
             return self._failure(task, job, exc, reason="retry_requested", delay=exc.delay)
+        except ResultTooLargeError as exc:
+            return self._failure(task, job, exc, reason="result_too_large", retryable=False)
         except SerializationError as exc:
             return self._failure(task, job, exc, reason="serialization", retryable=False)
         except ChildDiedError as exc:
             return self._failure(task, job, exc, reason="process_died")
         except ChildError as exc:
             return self._failure(
-                task, job, exc, retryable=exc.retryable, exception_type=exc.exception_type
+                task,
+                job,
+                exc,
+                reason=exc.reason,
+                retryable=exc.retryable,
+                exception_type=exc.exception_type,
             )
         except Exception as exc:
             return self._failure(task, job, exc)
         finally:
             set_current(None)
         self.stats.completed += 1
-        return self._outcome(job, OutcomeKind.COMPLETED, result=result)
+        return self._outcome(job, OutcomeKind.COMPLETED, result=result, result_json=encoded)
 
     def _failure(
         self,
@@ -464,10 +475,11 @@ class Worker:
         kind: OutcomeKind,
         *,
         result: Any = None,
+        result_json: bytes | None = None,
         error: dict[str, Any] | None = None,
         retry_at: float | None = None,
     ) -> Outcome:
-        return Outcome(job.id, self.id, job.attempts, kind, result, error, retry_at)
+        return Outcome(job.id, self.id, job.attempts, kind, result, error, retry_at, result_json)
 
     # -- upkeep ----------------------------------------------------------------------
     async def _watch_loop_lag(self) -> None:

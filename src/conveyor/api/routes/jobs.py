@@ -260,7 +260,8 @@ async def list_jobs(
         Query(max_length=200, pattern=r"^[A-Za-z0-9_.:=-]+$", description="from nextCursor"),
     ] = None,
 ) -> Response:
-    """Jobs, newest first, one page at a time."""
+    """Jobs, newest first, one page at a time. A result over 4 KiB of JSON is left out
+    of its item (``resultOmitted``, ``resultBytes``): GET the job for it."""
     backend = await open_backend(conveyor)
     page = await backend.list_jobs(
         JobFilter(status=status, type=type, queue=queue), limit=limit, cursor=cursor

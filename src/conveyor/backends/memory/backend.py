@@ -16,6 +16,7 @@ from conveyor.backends._common import (
     QUEUE_FULL_RETRY_AFTER,
     apply_outcome,
     lease_expired_error,
+    leave_out_large_result,
     outcome_event_data,
     parse_event_number,
     reset_for_retry,
@@ -33,6 +34,7 @@ from conveyor.backends.memory._registry import RegistryMixin
 from conveyor.backends.memory._schedules import SchedulesMixin
 from conveyor.errors import ConflictError, HistoryTruncatedError, JobNotFoundError, QueueFullError
 from conveyor.job import Job, JobStatus
+from conveyor.serialization import dumps
 
 
 class InMemoryBackend(RegistryMixin, SchedulesMixin):
@@ -356,6 +358,9 @@ class InMemoryBackend(RegistryMixin, SchedulesMixin):
                 items.append(job.copy())
                 if len(items) > limit:
                     break
+        for item in items:
+            if item.status is JobStatus.COMPLETED:
+                leave_out_large_result(item, len(dumps(item.result)))
         next_cursor = items[limit - 1].id if len(items) > limit else None
         return JobPage(items[:limit], next_cursor)
 

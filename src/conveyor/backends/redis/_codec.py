@@ -21,6 +21,7 @@ from conveyor.backends._common import invalid_event_cursor
 from conveyor.backends.base import Event
 from conveyor.errors import SerializationError
 from conveyor.job import Job, JobStatus
+from conveyor.results import INLINE_RESULT_MAX, omitted_result
 from conveyor.serialization import dumps, loads
 
 
@@ -87,6 +88,11 @@ def last_lease(field: str | None) -> tuple[int, float | None, str]:
         return int(attempts), _float(started), token
     except ValueError:  # written by hand
         return 0, None, ""
+
+
+#: The fields :func:`job_from_hash` reads, but the result (``res``): what a listing
+#: reads of a record (HMGET) before it knows the result's size (HSTRLEN).
+FIELDS_BUT_RESULT = ("d", "q", "pr", "ca", "r", "s", "l", "p", "c", "e", "wh")
 
 
 def job_from_hash(job_id: str, h: dict[str, str], lease_deadline: float | None = None) -> Job:
@@ -250,6 +256,15 @@ def events_from_entry(
     ]
 
 
+def completion_slots(result: str, size: int) -> tuple[str, str]:
+    """The result and error slots of a completion's event as ``complete.lua`` takes them
+    (``ARGV[6]``): its result's JSON (``result``) and ``"null"``, or, for a result over
+    :data:`~conveyor.results.INLINE_RESULT_MAX` bytes (``size``), ``"null"`` and its size."""
+    if size > INLINE_RESULT_MAX:
+        return "null", str(size)
+    return result, "null"
+
+
 _OUTCOME_EVENTS = {
     "c": "job_completed",
     "f": "job_failed",
@@ -294,7 +309,9 @@ def _items(fields: dict[str, str]) -> list[tuple[Any, Any, Any]]:
                 job_id, attempt, kind, result, error, run_at, task_type = o
             data: dict[str, Any] = {"attempt": int(attempt), "queue": queue, "taskType": task_type}
             if kind == "c":
-                data["result"] = loads(result)
+                # See `completion_slots` ("null" or "": a result sent along).
+                omitted = error not in ("null", "")
+                data.update(omitted_result(int(error)) if omitted else {"result": loads(result)})
             elif kind in ("f", "r"):
                 data["error"] = loads(error)
             if kind == "r":

@@ -6,9 +6,11 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
+from conveyor.backends._common import leave_out_large_result
 from conveyor.backends.base import Event, JobFilter, JobPage, QueueStats
 from conveyor.backends.redis._base import Call, RedisBase
 from conveyor.backends.redis._codec import (
+    FIELDS_BUT_RESULT,
     EventCursor,
     cursor_order,
     events_from_entry,
@@ -19,9 +21,11 @@ from conveyor.backends.redis._codec import (
     stream_entry,
 )
 from conveyor.backends.redis._connect import guarded
+from conveyor.backends.redis._keys import QueueKeys
 from conveyor.backends.redis._scripts import Arg
 from conveyor.errors import ConflictError, HistoryTruncatedError, JobNotFoundError
 from conveyor.job import Job, JobStatus
+from conveyor.results import INLINE_RESULT_MAX
 
 #: The most expired jobs one purge call removes per queue and round.
 PURGE_CAP = 1000
@@ -57,12 +61,18 @@ class RecordsMixin(RedisBase):
             return None
         return next(iter(await self._load(route[0], [job_id])), None)
 
-    async def _load(self, queue: str, ids: list[str]) -> list[Job]:
+    async def _load(self, queue: str, ids: list[str], *, listing: bool = False) -> list[Job]:
+        """The records of ``ids`` (one queue's); ``listing``: as :meth:`list_jobs` shows
+        them, large results left out and not read."""
         k = self.keys(queue)
-        pipe = self.client.pipeline(transaction=False)
-        for job_id in ids:
-            pipe.hgetall(k.job(job_id))
-        rows: list[dict[str, str]] = await pipe.execute()
+        sizes: list[int] = []
+        if listing:
+            rows, sizes = await self._read_listed(k, ids)
+        else:
+            pipe = self.client.pipeline(transaction=False)
+            for job_id in ids:
+                pipe.hgetall(k.job(job_id))
+            rows = await pipe.execute()
         # A running job's lease deadline is the score of its token.
         tokens = [last_lease(row.get("l"))[2] if row.get("s") == "running" else "" for row in rows]
         deadlines: dict[str, float] = {}
@@ -70,11 +80,39 @@ class RecordsMixin(RedisBase):
             ordered = sorted({t for t in tokens if t})
             scores = await self.client.zmscore(k.leases, ordered)
             deadlines = {t: d for t, d in zip(ordered, scores, strict=True) if d is not None}
-        return [
+        jobs = [
             job_from_hash(i, row, deadlines.get(token))
             for i, row, token in zip(ids, rows, tokens, strict=True)
             if row
         ]
+        if sizes:
+            size_of = dict(zip(ids, sizes, strict=True))
+            jobs = [leave_out_large_result(job, size_of[job.id]) for job in jobs]
+        return jobs
+
+    async def _read_listed(
+        self, k: QueueKeys, ids: list[str]
+    ) -> tuple[list[dict[str, str]], list[int]]:
+        """The fields of ``ids``' records and their results' sizes; a result is read (a
+        second round trip) only when small enough to be listed."""
+        pipe = self.client.pipeline(transaction=False)
+        for job_id in ids:
+            pipe.hmget(k.job(job_id), FIELDS_BUT_RESULT)
+            pipe.hstrlen(k.job(job_id), "res")
+        answers = await pipe.execute()
+        rows = [
+            {name: v for name, v in zip(FIELDS_BUT_RESULT, values, strict=True) if v is not None}
+            for values in answers[::2]
+        ]
+        sizes = [int(size) for size in answers[1::2]]
+        small = [n for n, size in enumerate(sizes) if 0 < size <= INLINE_RESULT_MAX]
+        if small:
+            for n in small:
+                pipe.hget(k.job(ids[n]), "res")
+            for n, result in zip(small, await pipe.execute(), strict=True):
+                if result is not None and rows[n]:
+                    rows[n]["res"] = result
+        return rows, sizes
 
     @guarded
     async def list_jobs(
@@ -90,7 +128,7 @@ class RecordsMixin(RedisBase):
             if not batch:
                 break
             for queue, ids in _group(batch).items():
-                loaded = {job.id: job for job in await self._load(queue, ids)}
+                loaded = {job.id: job for job in await self._load(queue, ids, listing=True)}
                 for job_id in ids:
                     job = loaded.get(job_id)
                     if job is not None and job.id not in seen and _matches(job, filter):

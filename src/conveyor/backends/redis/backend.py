@@ -11,11 +11,19 @@ from typing import Any
 from conveyor.backends._common import (
     QUEUE_FULL_RETRY_AFTER,
     claim_or_give_back,
+    encoded_result,
     lease_expired_error,
 )
 from conveyor.backends.base import EnqueueResult, Outcome, OutcomeKind
 from conveyor.backends.redis._base import CONSUMER, GROUP, Call, RedisBase, Route
-from conveyor.backends.redis._codec import job_from_hash, last_lease, pairs, static_blob, time_arg
+from conveyor.backends.redis._codec import (
+    completion_slots,
+    job_from_hash,
+    last_lease,
+    pairs,
+    static_blob,
+    time_arg,
+)
 from conveyor.backends.redis._connect import MAX_BLOCK, check_server, guarded
 from conveyor.backends.redis._delivery import DeliveryMixin
 from conveyor.backends.redis._lock import LockMixin
@@ -482,10 +490,12 @@ class RedisBackend(
         groups: dict[tuple[str, str], list[tuple[int, list[str], list[Any]]]] = {}
         for i, o in outcomes:
             kind = _KIND[o.kind]
-            result = "null"
+            result = event_result = "null"
+            error = event_error = dumps(o.error).decode()
             if kind == "c":
-                result = dumps(o.result, what=f"result of job {o.job_id}").decode()
-            error = dumps(o.error).decode()
+                encoded = encoded_result(o)  # the worker's bytes: not encoded again
+                result = encoded.decode()
+                event_result, event_error = completion_slots(result, len(encoded))
             retry_at = "" if o.retry_at is None else time_arg(o.retry_at)
             # The token of the attempt this process fetched, if this outcome is about it
             # (another attempt's outcome is fenced by the record).
@@ -496,7 +506,7 @@ class RedisBackend(
             if kind in ("r", "x") or not token:
                 stream = key_index(k.stream(routes[o.job_id][1]))
                 item += [str(o.attempt), retry_at, str(stream)]
-            event = [o.job_id, o.attempt, kind, result, error, retry_at, task_type]
+            event = [o.job_id, o.attempt, kind, event_result, event_error, retry_at, task_type]
             group = groups.setdefault((token, "" if token else o.worker_id), [])
             group.append((i, item, event))
         order: list[int] = []

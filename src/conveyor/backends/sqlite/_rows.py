@@ -8,7 +8,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from conveyor.backends._common import leave_out_large_result
 from conveyor.job import Job, JobStatus
+from conveyor.results import INLINE_RESULT_MAX
 from conveyor.serialization import dumps, loads
 
 COLUMNS = (
@@ -17,11 +19,22 @@ COLUMNS = (
     "callback_url, callback_secret, webhook, lease_owner, lease_expires_at"
 )
 SELECT = f"SELECT {COLUMNS} FROM jobs"
+#: The size of a row's result, in bytes of JSON (NULL: no result).
+_RESULT_BYTES = "coalesce(result_bytes, length(CAST(result AS BLOB)))"
+#: A listing's columns: a result over INLINE_RESULT_MAX bytes is not read (NULL), and
+#: the size follows the usual columns.
+LISTED = (
+    "SELECT "
+    + COLUMNS.replace(
+        "result,", f"CASE WHEN {_RESULT_BYTES} <= {INLINE_RESULT_MAX} THEN result END,", 1
+    )
+    + f", {_RESULT_BYTES} FROM jobs"
+)
 INSERT = f"INSERT INTO jobs ({COLUMNS}) VALUES ({', '.join('?' * 23)})"
 SAVE_STATE = (
-    "UPDATE jobs SET status = ?, progress = ?, result = ?, error = ?, attempts = ?, "
-    "run_at = ?, started_at = ?, completed_at = ?, lease_owner = ?, lease_expires_at = ? "
-    "WHERE id = ?"
+    "UPDATE jobs SET status = ?, progress = ?, result = ?, result_bytes = ?, error = ?, "
+    "attempts = ?, run_at = ?, started_at = ?, completed_at = ?, lease_owner = ?, "
+    "lease_expires_at = ? WHERE id = ?"
 )
 IDS = "SELECT value FROM json_each(?)"
 FINISHED = "('completed', 'failed', 'cancelled')"
@@ -91,13 +104,26 @@ def job_to_row(job: Job) -> tuple[Any, ...]:
     )
 
 
-def state_row(job: Job) -> tuple[Any, ...]:
+def listed_from_row(row: Sequence[Any]) -> Job:
+    """A job of a :data:`LISTED` row (a large result left out)."""
+    return leave_out_large_result(job_from_row(row), row[-1])
+
+
+def state_row(job: Job, result_json: bytes | None = None) -> tuple[Any, ...]:
+    """The :data:`SAVE_STATE` parameters of ``job``.
+
+    Args:
+        job: the job.
+        result_json: its result as JSON when the caller has it (a completion);
+            otherwise ``job.result`` is encoded.
+    """
+    if result_json is None and job.result is not None:
+        result_json = dumps(job.result, what=f"result of job {job.id}")
     return (
         job.status.value,
         job.progress,
-        dumps(job.result, what=f"result of job {job.id}").decode()
-        if job.result is not None
-        else None,
+        None if result_json is None else result_json.decode(),
+        None if result_json is None else len(result_json),
         _json(job.error),
         job.attempts,
         job.run_at,

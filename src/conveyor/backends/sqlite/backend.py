@@ -19,6 +19,7 @@ from conveyor.backends._common import (
     STATUS_OF_OUTCOME,
     apply_outcome,
     claim_or_give_back,
+    encoded_result,
     lease_expired_error,
     outcome_event_data,
     parse_event_number,
@@ -30,6 +31,7 @@ from conveyor.backends.base import (
     JobFilter,
     JobPage,
     Outcome,
+    OutcomeKind,
     QueueStats,
     Retention,
 )
@@ -52,10 +54,12 @@ from conveyor.backends.sqlite._rows import (
     FINISHED,
     IDS,
     INSERT,
+    LISTED,
     SAVE_STATE,
     SELECT,
     job_from_row,
     job_to_row,
+    listed_from_row,
     state_row,
 )
 from conveyor.backends.sqlite._schedules import SchedulesMixin
@@ -460,7 +464,7 @@ class SQLiteBackend(
         now = float(self._clock())
         jobs = self._jobs_by_id(conn, {o.job_id for o in outcomes})
         accepted: list[bool] = []
-        changed: dict[str, Job] = {}
+        changed: dict[str, tuple[Job, bytes | None]] = {}
         events: list[tuple[str, str, float, Any]] = []
         requeued = False
         for outcome in outcomes:
@@ -475,11 +479,13 @@ class SQLiteBackend(
                 continue
             apply_outcome(job, outcome, now)
             requeued = requeued or STATUS_OF_OUTCOME[outcome.kind] is JobStatus.PENDING
-            changed[job.id] = job
-            data = outcome_event_data(outcome, job)
+            # Encoded once (by the worker, as a rule) for the record and the event alike.
+            encoded = encoded_result(outcome) if outcome.kind is OutcomeKind.COMPLETED else None
+            changed[job.id] = (job, encoded)
+            data = outcome_event_data(outcome, job, encoded)
             events.append((EVENT_OF_OUTCOME[outcome.kind], job.id, now, data))
             accepted.append(True)
-        conn.executemany(SAVE_STATE, [state_row(job) for job in changed.values()])
+        conn.executemany(SAVE_STATE, [state_row(*change) for change in changed.values()])
         self._emit(conn, events)
         return accepted, requeued
 
@@ -577,10 +583,10 @@ class SQLiteBackend(
                 clauses.append(clause)
                 params.append(value)
         where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
-        sql = f"{SELECT}{where} ORDER BY id DESC LIMIT ?"
+        sql = f"{LISTED}{where} ORDER BY id DESC LIMIT ?"
         params.append(max(0, limit) + 1)
         rows = await self._run(lambda conn: conn.execute(sql, params).fetchall())
-        items = [job_from_row(row) for row in rows]
+        items = [listed_from_row(row) for row in rows]
         next_cursor = items[limit - 1].id if len(items) > limit > 0 else None
         return JobPage(items[: max(0, limit)], next_cursor)
 

@@ -157,6 +157,16 @@ MIGRATIONS: tuple[Migration, ...] = (
             "INSERT INTO schedule_version (id, version) VALUES (1, 0)",
         ),
     ),
+    Migration(
+        5,
+        "the size of each result",
+        (
+            # Listings decide by it whether to read a result at all. Rows finished
+            # before it existed have NULL and are measured when listed (they expire
+            # within the result retention).
+            "ALTER TABLE jobs ADD COLUMN result_bytes INTEGER",
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

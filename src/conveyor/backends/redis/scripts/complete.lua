@@ -13,7 +13,9 @@
 --         of the group without a token (token "", fenced by owner and attempt).
 --       6 the outcomes' events, as JSON: [id, attempt, kind, result JSON, error JSON,
 --         retry at, task type ("" when the sender does not know it)] per outcome, in
---         the order of 5. Lua decodes it only when it writes events one by one.
+--         the order of 5 (a c whose result is too large for its event: result null,
+--         and its size in bytes in the error slot). Lua decodes it only when it
+--         writes events one by one.
 -- (Only what this script uses is decoded here: decoding costs about as much per JSON
 -- value as a redis.call.)
 -- Job keys are derived from the prefix.
@@ -121,7 +123,14 @@ for _, group in ipairs(groups) do
         local done = finish[3]
         done[#done + 1] = '0'
         done[#done + 1] = id
-        if not compact then extra = finish[4] .. value end
+        if not compact then
+          local size = kind == 'c' and sent[i][5] or 'null'  -- see ARGV[6]
+          if size == 'null' then
+            extra = finish[4] .. value
+          else
+            extra = ',"resultOmitted":true,"resultBytes":' .. size
+          end
+        end
       else
         -- Back to pending: a retry counts its attempt (already in `l`) and keeps its
         -- error; a release at shutdown does not count the attempt and runs again now.
