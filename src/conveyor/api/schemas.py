@@ -7,14 +7,14 @@ the hot path); the response models document the same shape in the OpenAPI spec.
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
-from conveyor.job import Job, JobStatus
+from conveyor.job import JobStatus
 from conveyor.limits import (
     IDEMPOTENCY_KEY_MAX,
     PRIORITY_MAX,
@@ -24,17 +24,12 @@ from conveyor.limits import (
     TASK_NAME_MAX,
     TIMEOUT_MAX,
 )
-from conveyor.results import INLINE_RESULT_MAX, omitted_result
+from conveyor.results import INLINE_RESULT_MAX
+from conveyor.wire import parse_instant
 
 #: The longest delay a job may be submitted with: ten years.
 MAX_DELAY_SECONDS = 315_360_000.0
-#: Instants a job may be scheduled at (exclusive of the edges of `datetime`).
-_MIN_RUN_AT = datetime(1970, 1, 1, tzinfo=UTC)
-_MAX_RUN_AT = datetime(9999, 1, 1, tzinfo=UTC)
 
-_RFC3339 = re.compile(
-    r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})", re.ASCII
-)
 #: Job ids are UUIDs; anything outside this set cannot name a job.
 JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}", re.ASCII)
 
@@ -108,77 +103,6 @@ class SubmitJob(BaseModel):
     def run_at_timestamp(self) -> float | None:
         """``runAt`` as seconds since the epoch."""
         return None if self.run_at is None else parse_instant(self.run_at)
-
-
-def parse_instant(value: str) -> float:
-    """Parse an RFC 3339 instant (offset required) to epoch seconds.
-
-    Raises:
-        ValueError: not RFC 3339, or outside 1970-9999.
-    """
-    if not _RFC3339.fullmatch(value):
-        raise ValueError("must be an RFC 3339 instant with an offset, e.g. 2030-01-01T00:00:00Z")
-    try:
-        instant = datetime.fromisoformat(value.upper().replace(" ", "T"))
-        if not _MIN_RUN_AT <= instant < _MAX_RUN_AT:
-            raise ValueError("must be between 1970 and 9999")
-    except (ValueError, OverflowError) as exc:
-        raise ValueError(f"invalid instant: {exc}") from None
-    return instant.timestamp()
-
-
-def format_instant(ts: float) -> str:
-    """Epoch seconds as RFC 3339 UTC with milliseconds: ``2030-01-01T00:00:00.000Z``."""
-    try:
-        instant = datetime.fromtimestamp(ts, UTC)
-    except (OverflowError, OSError, ValueError):
-        instant = datetime.max.replace(tzinfo=UTC) if ts > 0 else datetime.min.replace(tzinfo=UTC)
-    return instant.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def render_parameters(job: Job) -> Any:
-    """A job's arguments as submitted: an object of keyword arguments, or an array."""
-    if job.args and not job.kwargs:
-        return list(job.args)
-    return dict(job.kwargs)
-
-
-def render_job(job: Job) -> dict[str, Any]:
-    """A job record as the API shows it (camelCase; never the callback secret)."""
-    out: dict[str, Any] = {
-        "jobId": job.id,
-        "type": job.type,
-        "status": job.status.value,
-        "queue": job.queue,
-        "priority": job.priority,
-        "progress": job.progress,
-        "parameters": render_parameters(job),
-        "attempts": job.attempts,
-        "maxRetries": job.max_retries,
-        "createdAt": format_instant(job.created_at),
-        "runAt": format_instant(job.run_at),
-    }
-    if job.args and job.kwargs:  # positional-only and keyword arguments together
-        out["args"] = list(job.args)
-    if job.omitted_result_bytes is not None:  # a listing left a large result out
-        out.update(omitted_result(job.omitted_result_bytes))
-    elif job.status is JobStatus.COMPLETED:
-        out["result"] = job.result
-    if job.error is not None:
-        out["error"] = job.error
-    if job.timeout is not None:
-        out["timeout"] = job.timeout
-    if job.started_at is not None:
-        out["startedAt"] = format_instant(job.started_at)
-    if job.completed_at is not None:
-        out["completedAt"] = format_instant(job.completed_at)
-    if job.idempotency_key is not None:
-        out["idempotencyKey"] = job.idempotency_key
-    if job.callback_url is not None:
-        out["callbackUrl"] = job.callback_url
-    if job.webhook is not None:
-        out["webhook"] = job.webhook
-    return out
 
 
 # -- response models (OpenAPI documentation of the dicts above) -------------------------

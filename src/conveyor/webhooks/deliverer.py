@@ -47,6 +47,7 @@ from conveyor.leadership import LeaderLease
 from conveyor.webhooks import payload
 from conveyor.webhooks.signing import signed_headers
 from conveyor.webhooks.ssrf import PinnedTransport, Resolver, TargetRefusedError, system_resolver
+from conveyor.wire import format_instant, parse_instant
 
 logger = logging.getLogger(__name__)
 
@@ -236,7 +237,7 @@ class WebhookDeliverer:
             return await backend.read_events(after, self.page_size)
         except HistoryTruncatedError as gap:
             lost = "an unknown number of" if gap.lost is None else str(gap.lost)
-            since = "" if gap.oldest_at is None else f" (before {payload.instant(gap.oldest_at)})"
+            since = "" if gap.oldest_at is None else f" (before {format_instant(gap.oldest_at)})"
             logger.error(
                 "webhooks: %s events after %s were trimmed from the event feed%s before "
                 "they were delivered (the deliverer was down longer than "
@@ -323,7 +324,7 @@ class WebhookDeliverer:
                 self._forget_retry(job_id)
                 return
             attempts = int(stored.get("attempts") or 0) if same else 0
-            next_at = payload.parse_instant(stored.get("nextAttemptAt")) if same else None
+            next_at = _stored_instant(stored.get("nextAttemptAt")) if same else None
             await self._deliver(backend, client, job, msg_id, attempts, next_at, event, mark)
             if self._retrying.get(job_id) == msg_id:
                 self._forget_retry(job_id)
@@ -461,6 +462,14 @@ async def _retrying_call(fn: Any, *args: Any) -> Any:
             logger.warning("webhooks: store call failed (%s); retrying", exc)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
+
+
+def _stored_instant(value: Any) -> float | None:
+    """An instant the deliverer wrote into a job's webhook state, or None."""
+    try:
+        return parse_instant(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
 
 
 def _decode_ids(text: str | None) -> list[str]:

@@ -2,30 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
 from conveyor.job import Job, JobStatus
+from conveyor.wire import format_instant
 
 #: Event types that end a job and trigger its webhook.
 FINAL_EVENTS = frozenset({"job_completed", "job_failed", "job_cancelled"})
-
-
-def instant(ts: float) -> str:
-    """Epoch seconds as RFC 3339 UTC with milliseconds (as the API shows instants)."""
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def parse_instant(text: Any) -> float | None:
-    """The inverse of :func:`instant`; None for anything else."""
-    if not isinstance(text, str):
-        return None
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
 
 
 def message_id(job: Job) -> str:
@@ -41,8 +26,8 @@ def body(job: Job, sent_at: float) -> bytes:
         data["result"] = job.result
     if job.error is not None and job.status is JobStatus.FAILED:
         data["error"] = job.error
-    data["completedAt"] = instant(job.completed_at or sent_at)
-    data["sentAt"] = instant(sent_at)
+    data["completedAt"] = format_instant(job.completed_at or sent_at)
+    data["sentAt"] = format_instant(sent_at)
     return orjson.dumps(data)
 
 
@@ -64,6 +49,6 @@ def state(
         "attempts": attempts,
         "lastStatus": last_status,
         "lastError": last_error,
-        "nextAttemptAt": None if next_attempt_at is None else instant(next_attempt_at),
-        "deliveredAt": None if delivered_at is None else instant(delivered_at),
+        "nextAttemptAt": None if next_attempt_at is None else format_instant(next_attempt_at),
+        "deliveredAt": None if delivered_at is None else format_instant(delivered_at),
     }

@@ -8,9 +8,9 @@ from typing import Any
 
 import orjson
 
-from conveyor.api.schemas import format_instant
 from conveyor.backends.base import Event
 from conveyor.errors import HistoryTruncatedError
+from conveyor.wire import format_instant
 
 #: Every event type a store emits. ``job_released`` (a worker shut down and handed its
 #: job back) is not in DESIGN's list but is passed through like the others.

@@ -29,8 +29,6 @@ from conveyor.api.schemas import (
     SubmitJob,
     SubmittedJob,
     error_responses,
-    format_instant,
-    render_job,
 )
 from conveyor.app import Conveyor
 from conveyor.backends.base import EnqueueResult, JobFilter
@@ -38,6 +36,7 @@ from conveyor.errors import JobNotFoundError, ValidationError
 from conveyor.job import Job, JobStatus
 from conveyor.limits import IDEMPOTENCY_KEY_MAX, QUEUE_NAME_MAX
 from conveyor.task import make_job_options
+from conveyor.wire import render_accepted, render_job
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"], responses=ERROR_DEFAULT)
 
@@ -231,11 +230,7 @@ async def submit(
     )
     stored = result.job
     return JSONResponse(
-        {
-            "jobId": stored.id,
-            "status": stored.status.value,
-            "createdAt": format_instant(stored.created_at),
-        },
+        render_accepted(stored),
         status_code=202 if result.created else 200,
         headers={"Location": f"{scope.get('root_path', '')}/api/v1/jobs/{stored.id}"},
     )

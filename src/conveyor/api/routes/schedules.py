@@ -32,9 +32,7 @@ from conveyor.api.schemas import (
     JOB_LINKS,
     JobOut,
     error_responses,
-    format_instant,
     link,
-    render_job,
 )
 from conveyor.app import Conveyor
 from conveyor.backends.base import Backend, Fire, MisfirePolicy, OverlapPolicy, Schedule
@@ -43,6 +41,7 @@ from conveyor.job import new_job_id
 from conveyor.limits import PRIORITY_MAX, QUEUE_NAME_MAX, QUEUE_PATTERN
 from conveyor.scheduling import build_job, plan_next_run, validate_id, validate_schedule
 from conveyor.scheduling.schedule import MAX_JITTER, MAX_SECONDS, MIN_INTERVAL, SCHEDULE_ID
+from conveyor.wire import format_instant, optional_instant, render_job, render_parameters
 
 router = APIRouter(prefix="/api/v1/schedules", tags=["schedules"], responses=ERROR_DEFAULT)
 
@@ -178,17 +177,13 @@ _BODY = {
 }
 
 
-def _instant(ts: float | None) -> str | None:
-    return None if ts is None else format_instant(ts)
-
-
 def render_schedule(schedule: Schedule) -> dict[str, Any]:
     """A schedule as the API shows it (camelCase)."""
     args, kwargs = schedule.args, schedule.kwargs
     out: dict[str, Any] = {
         "id": schedule.id,
         "type": schedule.type,
-        "parameters": list(args) if args and not kwargs else dict(kwargs),
+        "parameters": render_parameters(args, kwargs),
         "cron": schedule.cron,
         "interval": schedule.interval,
         "timezone": schedule.timezone,
@@ -202,8 +197,8 @@ def render_schedule(schedule: Schedule) -> dict[str, Any]:
         "source": schedule.source,
         "createdAt": format_instant(schedule.created_at),
         "updatedAt": format_instant(schedule.updated_at),
-        "nextRunAt": _instant(schedule.next_run_at),
-        "lastRunAt": _instant(schedule.last_run_at),
+        "nextRunAt": optional_instant(schedule.next_run_at),
+        "lastRunAt": optional_instant(schedule.last_run_at),
         "lastJobId": schedule.last_job_id,
     }
     if args and kwargs:  # positional-only and keyword arguments together

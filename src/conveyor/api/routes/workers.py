@@ -15,9 +15,9 @@ from conveyor.api.schemas import (
     ERROR_DEFAULT,
     _Camel,
     error_responses,
-    format_instant,
 )
 from conveyor.app import Conveyor
+from conveyor.wire import format_instant
 
 router = APIRouter(prefix="/api/v1/workers", tags=["workers"], responses=ERROR_DEFAULT)
 

@@ -42,7 +42,7 @@ from conveyor.api.events import (
 )
 from conveyor.api.params import ParameterChecker
 from conveyor.api.routes.jobs import enqueue_submission, parse_submission
-from conveyor.api.schemas import JOB_ID, format_instant
+from conveyor.api.schemas import JOB_ID
 from conveyor.app import Conveyor
 from conveyor.errors import (
     BackendUnavailableError,
@@ -52,6 +52,7 @@ from conveyor.errors import (
     ValidationError,
 )
 from conveyor.serialization import loads_input
+from conveyor.wire import render_accepted
 
 logger = logging.getLogger(__name__)
 
@@ -305,9 +306,7 @@ class JobSocket:
             {
                 "type": "job_accepted",
                 **reply,
-                "jobId": job.id,
-                "status": job.status.value,
-                "createdAt": format_instant(job.created_at),
+                **render_accepted(job),
             }
         )
         if before != until:
