@@ -9,9 +9,12 @@ import asyncio
 import inspect
 import logging
 import threading
+import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar, overload
+
+from typing_extensions import Unpack
 
 from conveyor.backends import backend_from_url
 from conveyor.backends.base import (
@@ -26,7 +29,15 @@ from conveyor.errors import ConfigurationError, UnknownTaskError, ValidationErro
 from conveyor.job import Job, JobHandle
 from conveyor.limits import check_queue
 from conveyor.settings import Settings
-from conveyor.task import Mode, Task, TaskOptions, make_job_options
+from conveyor.task import (
+    JobOptionArgs,
+    JobOptions,
+    Mode,
+    Task,
+    TaskOptions,
+    make_job_options,
+    new_job,
+)
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -381,25 +392,47 @@ class Conveyor:
         backend = await self.backend()
         return await backend.enqueue(jobs, idempotency_ttl=self.settings.idempotency_ttl_seconds)
 
+    def job_by_name(
+        self,
+        type: str,
+        args: Sequence[Any],
+        kwargs: dict[str, Any],
+        options: JobOptions,
+        *,
+        bound: bool = False,
+    ) -> Job:
+        """The pending job of a call by task name (not yet stored): the one path of the
+        HTTP API, the WebSocket and the CLI.
+
+        Args:
+            bound: the arguments are already checked and in stored form (the API's
+                parameter checker binds them); else they are bound here.
+
+        Raises:
+            UnknownTaskError, InvalidArgumentsError, SerializationError
+        """
+        task = self.get_task(type)
+        if bound:
+            stored_args, stored_kwargs = list(args), dict(kwargs)
+        else:
+            stored_args, stored_kwargs = task.bind(args, kwargs)
+        return new_job(task.name, task.options_, stored_args, stored_kwargs, options, time.time())
+
     async def submit(
         self,
         type: str,
         args: Sequence[Any] = (),
         kwargs: dict[str, Any] | None = None,
-        **options: Any,
+        **options: Unpack[JobOptionArgs],
     ) -> EnqueueResult:
-        """Enqueue a job by task name, as the HTTP API and the CLI do.
+        """Enqueue a job by task name, as the CLI does (see :meth:`job_by_name`).
 
         ``options`` are those of :meth:`Task.options`.
 
         Raises:
             UnknownTaskError, InvalidArgumentsError, SerializationError, ValidationError
         """
-        import time
-
-        task = self.get_task(type)
-        opts = make_job_options(**options)
-        job = task.build_job(args, kwargs or {}, opts, time.time())
+        job = self.job_by_name(type, args, kwargs or {}, make_job_options(**options))
         (result,) = await self.enqueue_jobs([job])
         return result
 

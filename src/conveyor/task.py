@@ -8,7 +8,9 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, TypedDict, TypeVar
+
+from typing_extensions import Unpack
 
 from conveyor.errors import InvalidArgumentsError, ValidationError
 from conveyor.job import Job, JobHandle, new_job_id
@@ -65,6 +67,49 @@ class TaskOptions:
             raise ValidationError("backoff must not be negative")
 
 
+#: What a job of a task this process does not know gets (a schedule may name a task
+#: only newer workers have): no retries, since nothing says it may be retried.
+UNKNOWN_TASK = TaskOptions(name="unknown", retries=0)
+
+
+def new_job(
+    type: str,
+    defaults: TaskOptions | None,
+    args: list[Any],
+    kwargs: dict[str, Any],
+    opts: JobOptions,
+    now: float,
+) -> Job:
+    """The pending record of one call of task ``type``: ``opts`` over the task's
+    ``defaults`` (:data:`UNKNOWN_TASK`'s when None). The one place jobs are built.
+
+    Arguments must be in stored form already (see :meth:`Task.bind`). ``now`` is the
+    creation time (0: the store stamps it when it accepts the job).
+    """
+    o = defaults or UNKNOWN_TASK
+    if opts.run_at is not None:
+        run_at = opts.run_at
+    elif opts.delay:
+        run_at = now + opts.delay
+    else:
+        run_at = now
+    return Job(
+        id=new_job_id(),
+        type=type,
+        args=args,
+        kwargs=kwargs,
+        queue=opts.queue or o.queue,
+        priority=o.priority if opts.priority is None else opts.priority,
+        max_retries=o.retries if opts.retries is None else opts.retries,
+        timeout=o.timeout if opts.timeout is None else opts.timeout,
+        created_at=now,
+        run_at=run_at,
+        idempotency_key=opts.idempotency_key,
+        callback_url=opts.callback_url,
+        callback_secret=opts.callback_secret,
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class JobOptions:
     """Per-job overrides set with :meth:`Task.options`."""
@@ -97,6 +142,33 @@ def _instant(value: datetime | float | None) -> float | None:
             raise ValidationError("run_at must be timezone-aware", {"field": "runAt"})
         return value.timestamp()
     return float(value)
+
+
+class JobOptionArgs(TypedDict, total=False):
+    """The per-job options a caller may give (:meth:`Task.options`,
+    :meth:`Conveyor.submit`).
+
+    Attributes:
+        delay: run no earlier than this long from now (seconds or a ``timedelta``).
+        run_at: run no earlier than this instant (tz-aware ``datetime`` or epoch seconds).
+        priority: higher runs first within a queue.
+        idempotency_key: a second enqueue with this key returns the first job.
+        queue: the queue, instead of the task's.
+        retries: retries after the first failed attempt, instead of the task's.
+        timeout: seconds an attempt may run (or a ``timedelta``), instead of the task's.
+        callback_url: where to POST the signed webhook when the job finishes.
+        callback_secret: the webhook's HMAC key.
+    """
+
+    delay: float | timedelta | None
+    run_at: datetime | float | None
+    priority: int | None
+    idempotency_key: str | None
+    queue: str | None
+    retries: int | None
+    timeout: float | timedelta | None
+    callback_url: str | None
+    callback_secret: str | None
 
 
 def make_job_options(
@@ -181,74 +253,38 @@ class Task(Generic[P, R]):
             bound = self.signature.bind(*args, **kwargs)
         except TypeError as exc:
             raise InvalidArgumentsError(f"task {self.name!r}: {exc}", {"task": self.name}) from None
-        if self._by_name:
-            stored_args: list[Any] = []
-            stored_kwargs: dict[str, Any] = {}
-            for name, value in bound.arguments.items():
-                if self.signature.parameters[name].kind is inspect.Parameter.VAR_KEYWORD:
-                    stored_kwargs.update(value)
-                else:
-                    stored_kwargs[name] = value
-        else:
-            stored_args, stored_kwargs = list(args), dict(kwargs)
+        stored_args, stored_kwargs = self.stored_form(bound, args, kwargs)
         dumps([stored_args, stored_kwargs], what=f"arguments of task {self.name!r}")
         return stored_args, stored_kwargs
+
+    def stored_form(
+        self, bound: inspect.BoundArguments, args: Sequence[Any], kwargs: dict[str, Any]
+    ) -> tuple[list[Any], dict[str, Any]]:
+        """Arguments (``bound`` from ``args`` and ``kwargs``) as a job keeps them: all by
+        name where the signature allows (a worker running a reordered signature still
+        binds them right), else as given."""
+        if not self._by_name:
+            return list(args), dict(kwargs)
+        stored_kwargs: dict[str, Any] = {}
+        for name, value in bound.arguments.items():
+            if self.signature.parameters[name].kind is inspect.Parameter.VAR_KEYWORD:
+                stored_kwargs.update(value)
+            else:
+                stored_kwargs[name] = value
+        return [], stored_kwargs
 
     def build_job(
         self, args: Sequence[Any], kwargs: dict[str, Any], opts: JobOptions, now: float
     ) -> Job:
         """Make the pending job record for one call (not yet stored)."""
         stored_args, stored_kwargs = self.bind(args, kwargs)
-        o = self.options_
-        if opts.run_at is not None:
-            run_at = opts.run_at
-        elif opts.delay:
-            run_at = now + opts.delay
-        else:
-            run_at = now
-        return Job(
-            id=new_job_id(),
-            type=self.name,
-            args=stored_args,
-            kwargs=stored_kwargs,
-            queue=opts.queue or o.queue,
-            priority=o.priority if opts.priority is None else opts.priority,
-            max_retries=o.retries if opts.retries is None else opts.retries,
-            timeout=o.timeout if opts.timeout is None else opts.timeout,
-            created_at=now,
-            run_at=run_at,
-            idempotency_key=opts.idempotency_key,
-            callback_url=opts.callback_url,
-            callback_secret=opts.callback_secret,
-        )
+        return new_job(self.name, self.options_, stored_args, stored_kwargs, opts, now)
 
     # -- enqueueing ------------------------------------------------------------------
-    def options(
-        self,
-        *,
-        delay: float | timedelta | None = None,
-        run_at: datetime | float | None = None,
-        priority: int | None = None,
-        idempotency_key: str | None = None,
-        queue: str | None = None,
-        retries: int | None = None,
-        timeout: float | timedelta | None = None,
-        callback_url: str | None = None,
-        callback_secret: str | None = None,
-    ) -> TaskCall[P, R]:
-        """Return a call of this task with per-job options, ready to enqueue."""
-        opts = make_job_options(
-            delay=delay,
-            run_at=run_at,
-            priority=priority,
-            idempotency_key=idempotency_key,
-            queue=queue,
-            retries=retries,
-            timeout=timeout,
-            callback_url=callback_url,
-            callback_secret=callback_secret,
-        )
-        return TaskCall(self, opts)
+    def options(self, **options: Unpack[JobOptionArgs]) -> TaskCall[P, R]:
+        """Return a call of this task with per-job options (see :class:`JobOptionArgs`),
+        ready to enqueue."""
+        return TaskCall(self, make_job_options(**options))
 
     async def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> JobHandle[R]:
         """Enqueue one job; return its handle once the store has accepted it."""
@@ -277,7 +313,7 @@ class TaskCall(Generic[P, R]):
         self.task = task
         self.opts = opts
 
-    def options(self, **changes: Any) -> TaskCall[P, R]:
+    def options(self, **changes: Unpack[JobOptionArgs]) -> TaskCall[P, R]:
         """Return a copy with more options changed."""
         fresh = self.task.options(**changes).opts
         merged = replace(

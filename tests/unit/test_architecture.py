@@ -47,3 +47,13 @@ def test_each_allowed_edge_is_needed(edge: str, tmp_path: Path) -> None:
     done = lint_imports(PYPROJECT.replace(line, ""), tmp_path)
     assert done.returncode != 0, f"{edge} is allowed, but nothing needs it"
     assert "BROKEN" in done.stdout, done.stdout
+
+
+def test_the_architecture_page_names_every_top_level_module() -> None:
+    page = (ROOT / "docs" / "architecture.md").read_text()
+    package = ROOT / "src" / "conveyor"
+    modules = {p.stem for p in package.glob("*.py")} | {
+        p.name for p in package.iterdir() if (p / "__init__.py").exists()
+    }
+    missing = sorted(m for m in modules if f"`{m}`" not in page and f"`{m}/`" not in page)
+    assert not missing, f"docs/architecture.md does not say what these are for: {missing}"

@@ -26,6 +26,7 @@ from conveyor.api.routes import (
     workers,
     ws,
 )
+from conveyor.api.submission import Submitter
 from conveyor.app import Conveyor
 
 
@@ -78,8 +79,10 @@ def create_app(
     app.state.conveyor = conveyor
     app.state.event_hub = hub
     app.state.parameter_checker = ParameterChecker()
-    app.state.submit_batcher = SubmitBatcher(conveyor)
     app.state.consumer_watch = ConsumerWatch()
+    app.state.submitter = Submitter(
+        conveyor, app.state.parameter_checker, SubmitBatcher(conveyor), app.state.consumer_watch
+    )
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(jobs.router)

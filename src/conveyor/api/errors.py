@@ -133,7 +133,8 @@ def validation_error(
     return ValidationError(summarize(errors, what), {"errors": errors})
 
 
-def _conveyor_error(exc: ConveyorError) -> Response:
+def conveyor_error_response(exc: ConveyorError) -> Response:
+    """The answer to a Conveyor error, in the error shape, with the status its kind has."""
     if isinstance(exc, ValidationError):
         return error_response(422, exc.code, exc.message, exc.details)
     if isinstance(exc, SerializationError):
@@ -187,7 +188,7 @@ def internal_error(exc: BaseException, where: str = "a request") -> Response:
 
 async def _on_conveyor_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ConveyorError)
-    return _conveyor_error(exc)
+    return conveyor_error_response(exc)
 
 
 async def _on_request_validation(request: Request, exc: Exception) -> Response:
@@ -202,7 +203,8 @@ async def _on_request_validation(request: Request, exc: Exception) -> Response:
     )
 
 
-async def _on_http_exception(request: Request, exc: Exception) -> Response:
+async def http_exception_response(request: Request, exc: Exception) -> Response:
+    """The answer to a Starlette ``HTTPException`` (a 405, a 413...), in the error shape."""
     assert isinstance(exc, HTTPException)
     code = CODE_OF_STATUS.get(exc.status_code, "HTTP_ERROR")
     message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ").lower()
@@ -235,5 +237,5 @@ def install_error_handlers(app: FastAPI) -> None:
     """Route every failure of ``app`` to the error shape."""
     app.add_exception_handler(ConveyorError, _on_conveyor_error)
     app.add_exception_handler(RequestValidationError, _on_request_validation)
-    app.add_exception_handler(HTTPException, _on_http_exception)
+    app.add_exception_handler(HTTPException, http_exception_response)
     app.add_exception_handler(Exception, _on_unexpected)

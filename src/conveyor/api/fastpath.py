@@ -16,9 +16,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from conveyor.api.errors import _conveyor_error, _on_http_exception
-from conveyor.api.middleware import _route_path
-from conveyor.api.routes.jobs import submit
+from conveyor.api.errors import conveyor_error_response, http_exception_response
+from conveyor.api.middleware import route_path
+from conveyor.api.submission import Submitter
 from conveyor.errors import ConveyorError
 from conveyor.limits import IDEMPOTENCY_KEY_MAX
 
@@ -33,11 +33,7 @@ class SubmitFastPath:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            scope["type"] != "http"
-            or scope["method"] != "POST"
-            or _route_path(scope) != SUBMIT_PATH
-        ):
+        if scope["type"] != "http" or scope["method"] != "POST" or route_path(scope) != SUBMIT_PATH:
             await self.app(scope, receive, send)
             return
         content_type: bytes | None = None
@@ -61,17 +57,17 @@ class SubmitFastPath:
         request = Request(scope, receive)
         response: Response
         try:
-            response = await submit(
-                scope["app"].state,
+            submitter: Submitter = scope["app"].state.submitter
+            response = await submitter.answer_http(
                 scope,
                 None if content_type is None else content_type.decode("latin-1"),
                 request.body,
                 idempotency_key,
             )
         except ConveyorError as exc:
-            response = _conveyor_error(exc)
+            response = conveyor_error_response(exc)
         except HTTPException as exc:  # 415; 413 from the body limit
-            response = await _on_http_exception(request, exc)
+            response = await http_exception_response(request, exc)
         # Anything else is a bug or a vanished client: it reaches the app's outermost
         # error middleware exactly as from the route.
         await response(scope, receive, send)

@@ -41,7 +41,8 @@ async def send_error(
     await send({"type": "http.response.body", "body": body})
 
 
-def _route_path(scope: Scope) -> str:
+def route_path(scope: Scope) -> str:
+    """The request's path as routed: without the app's ``root_path``."""
     path: str = scope.get("path", "")
     root: str = scope.get("root_path", "")
     return path[len(root) :] if root and path.startswith(root) else path
@@ -188,7 +189,7 @@ class BearerAuthMiddleware:
         self._tokens = [token.encode() for token in tokens]
 
     def _protected(self, scope: Scope) -> bool:
-        path = _route_path(scope)
+        path = route_path(scope)
         return any(path == p or path.startswith(p + "/") for p in PROTECTED_PREFIXES)
 
     def _authorized(self, scope: Scope) -> bool:

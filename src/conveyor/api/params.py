@@ -145,7 +145,8 @@ class ParameterChecker:
     def check(
         self, task: Task[Any, Any], parameters: dict[str, Any] | list[Any]
     ) -> tuple[list[Any], dict[str, Any]]:
-        """Return ``(args, kwargs)`` for ``task``, checked against its signature.
+        """Return ``(args, kwargs)`` for ``task``, checked against its signature and in the
+        form a job stores them (:meth:`Task.stored_form`): bound once, here.
 
         Raises:
             InvalidArgumentsError: with ``details.errors`` naming each bad parameter.
@@ -160,12 +161,14 @@ class ParameterChecker:
             bound = task.signature.bind(*args, **kwargs)
         except TypeError as exc:  # a case _binding_errors does not foresee
             raise InvalidArgumentsError(f"{what}: {exc}", {"errors": []}) from None
+        # Encoded once, for both checks: that the values can be stored (JSON deeper than
+        # the store's encoder goes is refused here, not when storing), and their types.
+        try:
+            payload = orjson.dumps(bound.arguments)
+        except orjson.JSONEncodeError as exc:
+            raise SerializationError(f"parameters cannot be encoded: {exc}") from None
         compiled = self._for(task)
         if compiled.adapter is not None:
-            try:
-                payload = orjson.dumps(bound.arguments)
-            except orjson.JSONEncodeError as exc:
-                raise SerializationError(f"parameters cannot be encoded: {exc}") from None
             try:
                 compiled.adapter.validate_json(payload, strict=True)
             except pydantic.ValidationError as exc:
@@ -173,4 +176,4 @@ class ParameterChecker:
                     exc.errors(include_url=False, include_input=False), ("parameters",)
                 )
                 raise InvalidArgumentsError(summarize(found, what), {"errors": found}) from None
-        return args, kwargs
+        return task.stored_form(bound, args, kwargs)

@@ -34,7 +34,9 @@ MAX_DELAY_SECONDS = 315_360_000.0
 JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}", re.ASCII)
 
 
-class _Camel(BaseModel):
+class CamelModel(BaseModel):
+    """A model whose fields are camelCase in JSON (and snake_case in Python)."""
+
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
 
 
@@ -120,7 +122,7 @@ class ErrorResponse(BaseModel):
     error: ErrorInfo
 
 
-class SubmittedJob(_Camel):
+class SubmittedJob(CamelModel):
     """The answer to a submission."""
 
     job_id: str
@@ -128,7 +130,7 @@ class SubmittedJob(_Camel):
     created_at: datetime
 
 
-class JobOut(_Camel):
+class JobOut(CamelModel):
     """A job record."""
 
     job_id: str
@@ -163,14 +165,14 @@ class JobOut(_Camel):
     webhook: dict[str, Any] | None = Field(None, description="webhook delivery state")
 
 
-class JobList(_Camel):
+class JobList(CamelModel):
     """One page of jobs, newest first."""
 
     items: list[JobOut]
     next_cursor: str | None = Field(description="pass as `cursor` for the next page")
 
 
-class EventPage(_Camel):
+class EventPage(CamelModel):
     """Stored events after a cursor, oldest first (each as the SSE stream's JSON)."""
 
     items: list[dict[str, Any]]

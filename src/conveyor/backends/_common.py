@@ -173,6 +173,23 @@ def worker_from_json(text: str) -> WorkerInfo | None:
         return None
 
 
+def accept_new(job: Job, now: float) -> Job:
+    """The record a store keeps of a new job: pending, no attempt yet, created (and due)
+    ``now`` where the caller left those times unset."""
+    stored = job.copy(status=JobStatus.PENDING, attempts=0)
+    stored.created_at = stored.created_at or now
+    stored.run_at = stored.run_at or now
+    return stored
+
+
+def created_event_data(queue: str, task_type: str, *, retry: bool = False) -> dict[str, Any]:
+    """The payload of a ``job_created`` event (``retry``: sent back by a retry)."""
+    data: dict[str, Any] = {"queue": queue, "taskType": task_type}
+    if retry:
+        data["retry"] = True
+    return data
+
+
 def reset_for_retry(job: Job, now: float) -> None:
     """Send a failed or cancelled ``job`` back to pending with a fresh retry budget.
 

@@ -21,10 +21,11 @@ from typing import TYPE_CHECKING
 
 from conveyor.backends.base import MisfirePolicy, OverlapPolicy, Schedule
 from conveyor.errors import ValidationError
-from conveyor.job import Job, new_job_id
+from conveyor.job import Job
 from conveyor.limits import PRIORITY_MAX, TASK_NAME_MAX, check_queue
 from conveyor.scheduling.cron import Cron, zone
 from conveyor.serialization import dumps
+from conveyor.task import JobOptions, new_job
 
 if TYPE_CHECKING:
     from conveyor.app import Conveyor
@@ -255,8 +256,8 @@ def jittered(fire_time: float, jitter: float) -> float:
 def build_job(app: Conveyor, schedule: Schedule, run_at: float, key: str | None) -> Job:
     """The job of one fire (not yet stored).
 
-    Arguments are the schedule's as stored (already bound when it was saved). Queue,
-    priority, retries and timeout come from the schedule, else from the task.
+    Arguments are the schedule's as stored (already bound when it was saved). Queue and
+    priority come from the schedule, else from the task, like everything else.
 
     A schedule whose task is not registered in this process still gets its job: the
     workers may know the task (they may run newer code than this scheduler), and if none
@@ -264,23 +265,14 @@ def build_job(app: Conveyor, schedule: Schedule, run_at: float, key: str | None)
     fire vanishing. Such a job gets no retries.
     """
     task = app.tasks.get(schedule.type)
-    if task is not None:
-        options = task.options_
-        queue = schedule.queue or options.queue
-        priority = options.priority if schedule.priority is None else schedule.priority
-        retries, timeout = options.retries, options.timeout
-    else:
-        queue, priority = schedule.queue or "default", schedule.priority or 0
-        retries, timeout = 0, None
-    return Job(
-        id=new_job_id(),
-        type=schedule.type,
-        args=list(schedule.args),
-        kwargs=dict(schedule.kwargs),
-        queue=queue,
-        priority=priority,
-        max_retries=retries,
-        timeout=timeout,
-        run_at=run_at,
-        idempotency_key=key,
+    options = JobOptions(
+        run_at=run_at, queue=schedule.queue, priority=schedule.priority, idempotency_key=key
+    )
+    return new_job(
+        schedule.type,
+        None if task is None else task.options_,
+        list(schedule.args),
+        dict(schedule.kwargs),
+        options,
+        0.0,  # created_at: the store stamps it with its own clock, as it does run times
     )

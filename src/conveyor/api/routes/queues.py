@@ -15,7 +15,7 @@ from conveyor.api.errors import JSONResponse
 from conveyor.api.rates import CompletionRate
 from conveyor.api.schemas import (
     ERROR_DEFAULT,
-    _Camel,
+    CamelModel,
     error_responses,
 )
 from conveyor.app import Conveyor
@@ -32,7 +32,7 @@ QueueName = Annotated[
 _ERRORS = error_responses(401, 503)
 
 
-class QueueOut(_Camel):
+class QueueOut(CamelModel):
     """One queue: counts by state, its settings, and its recent throughput."""
 
     name: str

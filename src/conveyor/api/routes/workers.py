@@ -13,7 +13,7 @@ from conveyor.api.deps import get_conveyor, open_backend
 from conveyor.api.errors import JSONResponse
 from conveyor.api.schemas import (
     ERROR_DEFAULT,
-    _Camel,
+    CamelModel,
     error_responses,
 )
 from conveyor.app import Conveyor
@@ -22,7 +22,7 @@ from conveyor.wire import format_instant
 router = APIRouter(prefix="/api/v1/workers", tags=["workers"], responses=ERROR_DEFAULT)
 
 
-class WorkerOut(_Camel):
+class WorkerOut(CamelModel):
     """One live worker process."""
 
     id: str
@@ -35,7 +35,7 @@ class WorkerOut(_Camel):
     last_heartbeat: datetime
 
 
-class WorkerList(_Camel):
+class WorkerList(CamelModel):
     items: list[WorkerOut]
 
 

@@ -29,8 +29,7 @@ import orjson
 from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketDisconnect, WebSocketDisconnected
 
-from conveyor.api.consumers import ConsumerWatch
-from conveyor.api.errors import _conveyor_error, internal_error, shorten
+from conveyor.api.errors import conveyor_error_response, internal_error, shorten
 from conveyor.api.events import (
     Catchup,
     CloseReason,
@@ -40,9 +39,8 @@ from conveyor.api.events import (
     hub_of,
     publish,
 )
-from conveyor.api.params import ParameterChecker
-from conveyor.api.routes.jobs import enqueue_submission, parse_submission
 from conveyor.api.schemas import JOB_ID
+from conveyor.api.submission import Submitter, parse_submission
 from conveyor.app import Conveyor
 from conveyor.errors import (
     BackendUnavailableError,
@@ -89,7 +87,7 @@ def error_of(exc: Exception) -> Message:
     """The error shape HTTP would answer ``exc`` with (a bug is logged, as over HTTP)."""
     # Rendered by the HTTP mapping itself, so codes and details never drift from it.
     if isinstance(exc, ConveyorError):
-        response = _conveyor_error(exc)
+        response = conveyor_error_response(exc)
     else:
         response = internal_error(exc, "a /ws/jobs message")
     body: Message = orjson.loads(response.body)
@@ -114,10 +112,9 @@ async def jobs_socket(websocket: WebSocket) -> None:
     session = JobSocket(
         websocket,
         cast(Conveyor, state.conveyor),
-        cast(ParameterChecker, state.parameter_checker),
+        cast(Submitter, state.submitter),
         hub,
         subscription,
-        cast(ConsumerWatch, state.consumer_watch),
     )
     await session.run()
 
@@ -130,15 +127,13 @@ class JobSocket:
         self,
         websocket: WebSocket,
         conveyor: Conveyor,
-        checker: ParameterChecker,
+        submitter: Submitter,
         hub: EventHub,
         subscription: Subscription,
-        watch: ConsumerWatch | None = None,
     ) -> None:
         self.websocket = websocket
-        self.watch = watch
+        self.submitter = submitter
         self.conveyor = conveyor
-        self.checker = checker
         self.hub = hub
         self.subscription = subscription
         if subscription.job_ids is None:
@@ -294,9 +289,7 @@ class JobSocket:
         submission = parse_submission(message["job"], "job", ("job",))
         self._check_room(None)  # before storing: refuse, not accept and then not follow
         before = self.hub.cursor
-        result = await enqueue_submission(
-            self.conveyor, self.checker, submission, submission.idempotency_key, watch=self.watch
-        )
+        result = await self.submitter.submit(submission, submission.idempotency_key)
         job = result.job
         # Follow the job before anything else can run, and note where its live events
         # start: the ones the hub dispatched since `before` are replayed below.

@@ -14,7 +14,9 @@ from typing import Any
 from conveyor.backends._common import (
     EVENT_OF_OUTCOME,
     QUEUE_FULL_RETRY_AFTER,
+    accept_new,
     apply_outcome,
+    created_event_data,
     lease_expired_error,
     leave_out_large_result,
     outcome_event_data,
@@ -162,14 +164,12 @@ class InMemoryBackend(RegistryMixin, SchedulesMixin):
                         if existing is not None:
                             results.append(EnqueueResult(existing.copy(), False))
                             continue
-                job = new.copy(status=JobStatus.PENDING, attempts=0)
-                job.created_at = job.created_at or now
-                job.run_at = job.run_at or now
+                job = accept_new(new, now)
                 self._jobs[job.id] = job
                 if key is not None:
                     self._idempotency[key] = (job.id, now + idempotency_ttl)
                 self._schedule(job, now)
-                self._emit("job_created", job, now, {"queue": job.queue, "taskType": job.type})
+                self._emit("job_created", job, now, created_event_data(job.queue, job.type))
                 results.append(EnqueueResult(job.copy(), True))
             self._notify()
         return results
@@ -388,9 +388,7 @@ class InMemoryBackend(RegistryMixin, SchedulesMixin):
                 raise JobNotFoundError(job_id)
             reset_for_retry(job, now)
             self._schedule(job, now)
-            self._emit(
-                "job_created", job, now, {"queue": job.queue, "taskType": job.type, "retry": True}
-            )
+            self._emit("job_created", job, now, created_event_data(job.queue, job.type, retry=True))
             self._notify()
             return job.copy()
 

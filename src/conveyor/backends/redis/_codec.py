@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from conveyor.backends._common import invalid_event_cursor
+from conveyor.backends._common import created_event_data, invalid_event_cursor
 from conveyor.backends.base import Event
 from conveyor.errors import SerializationError
 from conveyor.job import Job, JobStatus
@@ -294,7 +294,7 @@ def _items(fields: dict[str, str]) -> list[tuple[Any, Any, Any]]:
     if "C" in fields:
         queue = fields["C"]
         return [
-            ("job_created", job_id, {"queue": queue, "taskType": task_type})
+            ("job_created", job_id, created_event_data(queue, task_type))
             for job_id, task_type in loads(fields["j"])
         ]
     if "O" in fields:

@@ -10,6 +10,7 @@ from typing import Any
 
 from conveyor.backends._common import (
     QUEUE_FULL_RETRY_AFTER,
+    accept_new,
     claim_or_give_back,
     encoded_result,
     lease_expired_error,
@@ -33,7 +34,7 @@ from conveyor.backends.redis._schedules import SchedulesMixin
 from conveyor.backends.redis._scripts import Arg
 from conveyor.backends.redis._workers import WorkersMixin
 from conveyor.errors import ConveyorError, QueueFullError
-from conveyor.job import Job, JobStatus
+from conveyor.job import Job
 from conveyor.serialization import dumps
 
 #: The most due delayed jobs one call moves into the streams.
@@ -184,9 +185,7 @@ class RedisBackend(
             for i, out in zip(idx, outs, strict=True):
                 job = jobs[i]
                 if out == 1:
-                    stored = job.copy(status=JobStatus.PENDING, attempts=0)
-                    stored.created_at = stored.created_at or now
-                    stored.run_at = stored.run_at or now
+                    stored = accept_new(job, now)
                     self._remember(job.id, (queue, job.priority))
                     results[i] = EnqueueResult(stored, True)
                 else:

@@ -17,8 +17,10 @@ from typing import Any, TypeVar
 from conveyor.backends._common import (
     EVENT_OF_OUTCOME,
     STATUS_OF_OUTCOME,
+    accept_new,
     apply_outcome,
     claim_or_give_back,
+    created_event_data,
     encoded_result,
     lease_expired_error,
     outcome_event_data,
@@ -265,14 +267,12 @@ class SQLiteBackend(
                 if existing is not None:
                     results.append(EnqueueResult(existing.copy(), False))
                     continue
-            job = new.copy(status=JobStatus.PENDING, attempts=0)
-            job.created_at = job.created_at or now
-            job.run_at = job.run_at or now
+            job = accept_new(new, now)
             rows.append(job_to_row(job))
             if key is not None:
                 in_batch[key] = job
                 keys.append((key, job.id, now + ttl))
-            events.append(("job_created", job.id, now, {"queue": job.queue, "taskType": job.type}))
+            events.append(("job_created", job.id, now, created_event_data(job.queue, job.type)))
             results.append(EnqueueResult(job.copy(), True))
             adding[job.queue] = adding.get(job.queue, 0) + 1
         check_room(conn, adding)
@@ -615,7 +615,7 @@ class SQLiteBackend(
                 raise JobNotFoundError(job_id)
             reset_for_retry(job, now)
             conn.execute(SAVE_STATE, state_row(job))
-            data = {"queue": job.queue, "taskType": job.type, "retry": True}
+            data = created_event_data(job.queue, job.type, retry=True)
             self._emit(conn, [("job_created", job_id, now, data)])
             return job
 
